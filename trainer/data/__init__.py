@@ -1,0 +1,1 @@
+"""Data stages: which folders train (blueprint), images, captions, buckets and caches."""
