@@ -13,7 +13,7 @@ import sys
 args = json.loads(sys.argv[1])
 
 
-def have(name):
+def have(name: str) -> "str | None":
     """Installed version of a distribution, or None."""
     try:
         return md.version(name)

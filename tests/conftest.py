@@ -15,6 +15,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["DO_NOT_TRACK"] = "1"
+    # The tiny test models are far too small to gain from two threads; one avoids thread sync costs.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     # A private Hub cache, so nothing a developer has cached can make a test pass by luck.
     cache = Path(config.rootpath if hasattr(config, "rootpath") else PROJECT_ROOT) / ".pytest_cache" / "hf_home"
     os.environ["HF_HOME"] = str(cache)

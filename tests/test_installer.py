@@ -1,6 +1,7 @@
-"""installer.py: the pure planner for every branch, plus the command line run as a subprocess."""
+"""installer.py and installer_lib/: the pure planner for every branch, the probe, and the command line."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -12,7 +13,12 @@ from pathlib import Path
 import pytest
 
 import installer
-from installer import GpuInfo, MachineFacts, Options, TorchInfo, plan_install
+from installer_lib import probe
+from installer_lib.model import (
+    GPU_REQUIREMENTS, TORCH_CPU_INDEX_URL, TORCH_PIN, VENV_DIR, GpuInfo, InstallPlan, MachineFacts, Options,
+    TorchInfo, venv_python,
+)
+from installer_lib.plan import plan_install
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTALLER = PROJECT_ROOT / "installer.py"
@@ -27,14 +33,14 @@ def facts(**changes: object) -> MachineFacts:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
-def argvs(plan: installer.InstallPlan) -> list[str]:
+def argvs(plan: InstallPlan) -> list[str]:
     """Every planned command as one string, for easy matching."""
     return [" ".join(step.argv) for step in plan.steps]
 
 
-def torch_steps(plan: installer.InstallPlan) -> list[str]:
+def torch_steps(plan: InstallPlan) -> list[str]:
     """Planned commands that install or remove torch itself (not the requirements step's pin)."""
-    return [a for a in argvs(plan) if " -r " not in a and (a.endswith(installer.TORCH_PIN) or " uninstall " in a)]
+    return [a for a in argvs(plan) if " -r " not in a and (a.endswith(TORCH_PIN) or " uninstall " in a)]
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
@@ -90,11 +96,23 @@ def test_torch_index_url_is_used_for_torch_only() -> None:
 
 
 def test_no_torch_no_gpu_installs_pinned_torch_and_onnxruntime() -> None:
-    plan = plan_install(facts(), Options())
+    plan = plan_install(facts(platform="linux"), Options())
     commands = argvs(plan)
     assert commands[0].endswith("pip install --disable-pip-version-check torch==2.13.0")
     assert commands[1].endswith("pip install --disable-pip-version-check onnxruntime")
-    assert "CPU build" in plan.torch_note and plan.onnxruntime_note == "install onnxruntime"
+    assert plan.onnxruntime_note == "install onnxruntime"
+    # The default reaches PyPI only; the small CPU build's index is named as advice, never used.
+    assert all("--index-url" not in c for c in commands)
+    assert "multi-GB CUDA build" in plan.torch_note and f"--torch-index-url {TORCH_CPU_INDEX_URL}" in plan.torch_note
+    assert TORCH_CPU_INDEX_URL in plan.steps[0].hint  # also in the message if the big download fails
+
+
+@pytest.mark.parametrize("platform,index", [("darwin", None), ("win32", None), ("linux", TORCH_CPU_INDEX_URL)])
+def test_cpu_index_advice_only_where_pypi_serves_cuda(platform: str, index: str | None) -> None:
+    plan = plan_install(facts(platform=platform), Options(torch_index_url=index))
+    assert "runs on the CPU" in plan.torch_note and "multi-GB" not in plan.torch_note
+    expected = f"--index-url {index} torch==2.13.0" if index else "--disable-pip-version-check torch==2.13.0"
+    assert argvs(plan)[0].endswith(expected)
 
 
 def test_cpu_torch_with_gpu_warns_loudly_and_does_not_reinstall() -> None:
@@ -145,14 +163,71 @@ def test_windows_gpu_without_index_url_explains_cpu_only_wheels() -> None:
     assert any("--torch-index-url" in w for w in plan.warnings)
 
 
+# ---------------------------------------------------------------- bitsandbytes: GPU machines only
+
+def test_requirements_gpu_file_pins_bitsandbytes_only() -> None:
+    lines = probe.read_requirements([GPU_REQUIREMENTS])
+    assert lines == ["bitsandbytes>=0.45,<1"]
+    assert not any("bitsandbytes" in line for line in probe.read_requirements(["requirements.txt"]))
+
+
+@pytest.mark.parametrize("case", [facts(gpu=GPU), facts(torch=CUDA_TORCH, gpu=GPU, onnxruntime="onnxruntime-gpu 1.22.0",
+                                                       unmet_requirements=("bitsandbytes>=0.45,<1",))])
+def test_gpu_plan_installs_requirements_gpu(case: MachineFacts) -> None:
+    plan = plan_install(case, Options(dev=True))
+    command = argvs(plan)[-1]
+    assert f"-r {PROJECT_ROOT / GPU_REQUIREMENTS}" in command and "requirements-dev.txt" in command
+    assert GPU_REQUIREMENTS in plan.requirements_note
+
+
+@pytest.mark.parametrize("case", [facts(), facts(torch=CPU_TORCH, onnxruntime="onnxruntime 1.31.1",
+                                                unmet_requirements=("diffusers>=0.35,<0.43",))])
+def test_cpu_plan_never_installs_requirements_gpu(case: MachineFacts) -> None:
+    for options in (Options(), Options(dev=True, full=True, reinstall_torch=True)):
+        plan = plan_install(case, options)
+        assert plan.steps and not any(GPU_REQUIREMENTS in c or "bitsandbytes" in c for c in argvs(plan))
+        assert GPU_REQUIREMENTS not in plan.requirements_note
+
+
+def test_satisfied_gpu_machine_names_requirements_gpu() -> None:
+    ready = facts(torch=CUDA_TORCH, gpu=GPU, onnxruntime="onnxruntime-gpu 1.22.0", unmet_requirements=())
+    plan = plan_install(ready, Options())
+    assert plan.steps == [] and GPU_REQUIREMENTS in plan.requirements_note
+
+
+@pytest.mark.parametrize("gpu", [None, GPU])
+def test_already_satisfied_check_reads_requirements_gpu_only_with_a_gpu(
+        gpu: GpuInfo | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[list[str]] = []
+
+    def fake_probe(python: str, requirements: list[str], import_modules: bool) -> probe.ProbeReport:
+        asked.append(requirements)
+        return probe.ProbeReport(python=python, version="3.11.7", exact=True)
+
+    monkeypatch.setattr(probe, "detect_gpu", lambda: gpu)
+    monkeypatch.setattr(probe, "probe_target", fake_probe)
+    found_facts, _ = probe.gather_facts(Options(venv=False))
+    assert found_facts.gpu == gpu
+    assert ("bitsandbytes>=0.45,<1" in asked[0]) is (gpu is not None)
+
+
+def test_check_fails_on_a_gpu_machine_without_bitsandbytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed here")
+    assert installer.check(Options(dev=True)) == 0  # no GPU here: bitsandbytes is not needed
+    monkeypatch.setattr(probe, "detect_gpu", lambda: GPU)
+    assert installer.check(Options(dev=True)) == 1  # jupyter.sh then runs the installer
+
+
 # ---------------------------------------------------------------- where to install
 
 def test_externally_managed_python_gets_a_project_venv_and_a_kernel() -> None:
     plan = plan_install(facts(externally_managed=True), Options())
     assert plan.use_venv and "externally managed" in plan.where_reason
-    assert plan.python == str(installer.venv_python())
+    assert plan.python == str(venv_python())
     commands = argvs(plan)
-    assert commands[0] == f"/usr/bin/python3 -m venv {installer.VENV_DIR}"
+    assert commands[0] == f"/usr/bin/python3 -m venv {VENV_DIR}"
     assert all(c.startswith(plan.python) for c in commands[1:])
     assert "ipykernel install --user --name lora-easy-training" in commands[-1]
 
@@ -193,12 +268,12 @@ def test_unwritable_python_gets_a_venv_and_no_venv_flag_is_honoured() -> None:
 def test_new_venv_shares_an_image_torch_instead_of_downloading_it() -> None:
     plan = plan_install(facts(externally_managed=True, host_has_torch=True, torch=CUDA_TORCH, gpu=GPU,
                               onnxruntime="onnxruntime-gpu 1.22.0"), Options())
-    assert argvs(plan)[0] == f"/usr/bin/python3 -m venv --system-site-packages {installer.VENV_DIR}"
+    assert argvs(plan)[0] == f"/usr/bin/python3 -m venv --system-site-packages {VENV_DIR}"
     assert plan.torch_action == "keep" and torch_steps(plan) == []
 
 
 def test_registered_kernel_is_not_registered_again() -> None:
-    python = str(installer.venv_python())
+    python = str(venv_python())
     plan = plan_install(facts(venv_exists=True, kernel_python=python), Options())
     assert not any("ipykernel" in c for c in argvs(plan))
 
@@ -258,9 +333,9 @@ def fake_python(tmp_path: Path, body: str) -> str:
 
 
 def test_probe_reports_this_interpreter() -> None:
-    found = installer.probe_target(sys.executable, ["pytest>=8", "surely-not-installed-xyz>=1"], False)
-    assert found["python"] and found["exact"] is True
-    assert found["unmet"] == ["surely-not-installed-xyz>=1"]
+    found = probe.probe_target(sys.executable, ["pytest>=8", "surely-not-installed-xyz>=1"], False)
+    assert found.python and found.exact is True
+    assert found.unmet == ("surely-not-installed-xyz>=1",)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as a fake interpreter")
@@ -268,19 +343,19 @@ def test_probe_survives_an_import_that_kills_python(tmp_path: Path) -> None:
     # Mimics a torch whose CUDA libraries segfault on import: only the importing probe dies.
     python = fake_python(tmp_path, f'case "$3" in *\'"import": true\'*) kill -SEGV $$;; esac\n'
                                    f'exec "{sys.executable}" "$@"')
-    found = installer.probe_target(python, [], True)
-    if not found["torch_dist"]:
+    found = probe.probe_target(python, [], True)
+    if not found.torch_dist:
         pytest.skip("torch is not installed here")
-    assert "crashed" in found["torch"]["error"]
-    facts = installer.MachineFacts((3, 11, 7), python, torch=TorchInfo(**found["torch"]), gpu=GPU)
+    assert found.torch is not None and "crashed" in str(found.torch.error)
+    facts = MachineFacts((3, 11, 7), python, torch=found.torch, gpu=GPU)
     assert torch_steps(plan_install(facts, Options())) == []  # never replaced on a guess
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uses a shell script as a fake interpreter")
 def test_unreadable_target_stops_instead_of_guessing(tmp_path: Path) -> None:
     python = fake_python(tmp_path, "echo 'boom' >&2; exit 3")
-    with pytest.raises(installer.ProbeFailed, match="exited with 3.*boom"):
-        installer.probe_target(python, [], True)
+    with pytest.raises(probe.ProbeFailed, match="exited with 3.*boom"):
+        probe.probe_target(python, [], True)
 
 
 # ---------------------------------------------------------------- the command line
@@ -310,7 +385,21 @@ def test_dry_run_with_a_fake_gpu_warns_about_the_cpu_torch(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     assert "GPU:         NVIDIA Test GPU" in done.stdout
     assert "is a CPU build" in done.stdout and "--reinstall-torch" in done.stdout
-    assert "-y torch" not in done.stdout and "Commands:\n  (none: already installed)" in done.stdout
+    assert "-y torch" not in done.stdout
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        assert "Commands:\n  (none: already installed)" in done.stdout
+    else:  # the GPU brings requirements-gpu.txt, and only that is missing here
+        commands = done.stdout.split("Commands:\n", 1)[1].splitlines()
+        assert len(commands) == 1 and str(PROJECT_ROOT / GPU_REQUIREMENTS) in commands[0]
+        assert commands[0].endswith(f"torch=={torch.__version__}")  # the CPU build is pinned, not replaced
+
+
+def test_help_explains_the_small_cpu_build_and_the_gpu_extras() -> None:
+    done = run_cli("--help", cwd=Path("/"))
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert f"--torch-index-url {TORCH_CPU_INDEX_URL}" in text and "multi-GB CUDA build" in text
+    assert "small CPU build" in text and GPU_REQUIREMENTS in text and "bitsandbytes" in text
 
 
 def other_pythons(*versions: str) -> list[Path]:
@@ -341,8 +430,11 @@ def test_check_passes_here_and_prints_nothing() -> None:
 def make_project(tmp_path: Path, requirements: str) -> Path:
     """A throwaway project folder holding a copy of the installer, to exercise it in isolation."""
     shutil.copy(INSTALLER, tmp_path / "installer.py")
+    shutil.copytree(PROJECT_ROOT / "installer_lib", tmp_path / "installer_lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "requirements.txt").write_text(requirements)
     (tmp_path / "requirements-dev.txt").write_text("")
+    (tmp_path / GPU_REQUIREMENTS).write_text("")
     return tmp_path / "installer.py"
 
 

@@ -109,7 +109,11 @@ def plan_steps(config: TrainingConfig, batches_per_epoch: int) -> StepPlan:
 def make_accelerator(config: TrainingConfig) -> Any:
     """The accelerate Accelerator for this run, with a clear error for impossible precisions."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    # accelerate keeps one process-wide state; a second run in the same process (tests, a
+    # notebook that trains in-process) must not inherit the first run's precision.
+    AcceleratorState._reset_state(reset_partial_state=True)
     try:
         return Accelerator(mixed_precision=config.mixed_precision,
                            gradient_accumulation_steps=config.gradient_accumulation_steps)
