@@ -115,6 +115,8 @@ cat >"$CONF_DIR/jupyter_lab_config.py" <<'EOF'
 import os
 c.IdentityProvider.token = os.environ["JUPYTER_TOKEN"]
 c.PasswordIdentityProvider.token = os.environ["JUPYTER_TOKEN"]
+# Our extension makes /api (the version endpoint) ask for the token too; merged, not replaced.
+c.ServerApp.jpserver_extensions.update({"core.jupyter_api_lock": True})
 EOF
 
 # Background watcher: waits until the server answers, proves that it refuses requests without the
@@ -141,12 +143,13 @@ def alive():
     except OSError:
         return False
 deadline = time.monotonic() + 600
-while time.monotonic() < deadline and alive() and status("/api") != 200:
+while time.monotonic() < deadline and alive() and status("/api") is None:
     time.sleep(0.5)
 shutil.rmtree(conf_dir, ignore_errors=True)
-if not alive() or status("/api") != 200:
+if not alive() or status("/api") is None:
     sys.exit(0)
-if status("/api/status") != 403 or status("/api/status", os.environ["JUPYTER_TOKEN"]) != 200:
+token = os.environ["JUPYTER_TOKEN"]
+if any(status(path) != 403 or status(path, token) != 200 for path in ("/api", "/api/status")):
     print("\njupyter.sh: the server does not enforce the token (a Jupyter config disables it?): stopping it.",
           file=sys.stderr, flush=True)
     os.kill(pid, signal.SIGTERM)

@@ -1,10 +1,9 @@
 """jupyter.sh: starts a real JupyterLab on loopback and proves that the token is enforced.
 
 Note on ``/api``: jupyter_server 2.x serves ``GET /api`` without authentication on purpose (its
-handler is marked ``@allow_unauthenticated`` and returns only ``{"version": ...}``), so it answers 200
-with or without a token and no launcher option changes that. The token is therefore proven on
-endpoints that do require it: ``/api/status`` and ``/api/kernels`` answer 200 with the token and 403
-without it or with a wrong one.
+handler is marked ``@allow_unauthenticated``). jupyter.sh loads ``core.jupyter_api_lock``, which
+puts an authenticated version handler in front, so ``/api`` too answers 403 without the token; the
+tests check it together with ``/api/status`` and ``/api/kernels``.
 """
 from __future__ import annotations
 
@@ -133,9 +132,10 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_token_is_required_and_the_link_carries_it(server: Server) -> None:
-    status, body = get(server.base + "/api")
-    assert status == 200 and set(json.loads(body)) == {"version"}  # public by design, see module doc
-    assert get(server.base + "/api", TOKEN)[0] == 200
+    status, body = get(server.base + "/api", TOKEN)
+    assert status == 200 and set(json.loads(body)) == {"version"}
+    assert get(server.base + "/api")[0] == 403  # locked by core.jupyter_api_lock, see module doc
+    assert get(server.base + "/api", "wrong-token")[0] == 403
 
     assert get(server.base + "/api/status", TOKEN)[0] == 200
     assert get(server.base + "/api/status")[0] == 403
