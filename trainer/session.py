@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from trainer.callbacks import Callback
 from trainer.config import TrainingConfig
 from trainer.data.blueprint import DatasetSpec, build_datasets
 from trainer.data.epochs import steps_per_epoch
@@ -23,6 +24,7 @@ from trainer.errors import TrainerError
 from trainer.events import EventWriter
 from trainer.models.family import Conditioning
 from trainer.models.loader import LoadedModel, ModelSpec, load_model
+from trainer.networks.factory import build_network
 from trainer.networks.lora import LoRANetwork
 from trainer.optim import build_optimizer, build_scheduler, lr_free_warning
 from trainer.options import BY_NAME
@@ -30,7 +32,6 @@ from trainer.options.rules import check_config
 from trainer.saving.lora_file import OutputPaths, check_no_overwrite, output_paths
 
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_NETWORK_ARGS = {"conv_dim", "conv_alpha"}
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Session:
     text_cache: dict[str, Conditioning] | None
     started_at: float = field(default_factory=time.time)
     warnings: list[str] = field(default_factory=list)
+    callbacks: list[Callback] = field(default_factory=list)
 
 
 def events_path(config: TrainingConfig, paths: OutputPaths) -> Path:
@@ -71,26 +73,6 @@ def events_path(config: TrainingConfig, paths: OutputPaths) -> Path:
     if config.events_file:
         return Path(config.events_file)
     return paths.output_dir / f"{paths.output_name}_events.jsonl"
-
-
-def parse_network_args(items: list[str]) -> dict[str, float]:
-    """networks.lora's args: conv_dim and conv_alpha, as numbers."""
-    parsed: dict[str, float] = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        key = key.strip()
-        if not sep or key not in _NETWORK_ARGS:
-            raise TrainerError(
-                f"network_args item {item!r} is not understood by networks.lora.",
-                hint="networks.lora takes conv_dim=N and conv_alpha=N (LoCon). LyCORIS settings need network_module "
-                     "lycoris.kohya.", option="network_args",
-            )
-        try:
-            parsed[key] = float(value)
-        except ValueError as problem:
-            raise TrainerError(f"network_args {key} must be a number, got {value!r}.", option="network_args",
-                               hint=f"For example {key}=8.") from problem
-    return parsed
 
 
 def plan_steps(config: TrainingConfig, batches_per_epoch: int) -> StepPlan:
@@ -188,29 +170,13 @@ def prepare_session(config: TrainingConfig, events: EventWriter | None = None) -
                    weight_dtype, train_te, latent_cache, text_cache, warnings=warnings)
 
 
-def build_network(config: TrainingConfig, model: LoadedModel, train_te: bool) -> LoRANetwork:
-    """The LoRA network over the model's UNet and text encoders, applied and ready to train."""
-    args = parse_network_args(config.network_args)
-    conv_dim = int(args["conv_dim"]) if "conv_dim" in args else None
-    network = LoRANetwork.create(
-        model.unet, model.text_encoders, model.adapter.te_prefixes,
-        unet_key_for_path=model.adapter.unet_lora_path,
-        dim=config.network_dim, alpha=config.network_alpha,
-        conv_dim=conv_dim, conv_alpha=args.get("conv_alpha"),
-        dropout=config.network_dropout,
-        train_unet=not config.network_train_text_encoder_only, train_text_encoder=train_te,
-    )
-    if config.network_weights:
-        network.load_weights_file(config.network_weights)
-    network.apply()
-    return network
-
-
 def _enable_checkpointing(model: LoadedModel, train_te: bool) -> None:
     model.unet.enable_gradient_checkpointing()
     if train_te:
         for encoder in model.text_encoders:
-            encoder.gradient_checkpointing_enable()
+            # transformers 5 renamed the switch; older releases only have the first name.
+            enable = getattr(encoder, "activation_checkpointing_enable", None) or encoder.gradient_checkpointing_enable
+            enable()
 
 
 def encode_pixels(model: LoadedModel, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

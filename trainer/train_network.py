@@ -92,8 +92,14 @@ def run_training(config: TrainingConfig) -> Path:
         session = prepare_session(config, events)
         events.emit("start", **_start_event(session))
         result = train(session, state)
+        skipped = [{"path": item.path, "reason": item.reason} for item in session.scan.skipped]
         events.emit("done", path=result.path, steps=result.steps, epochs=result.epochs,
-                    seconds=round(time.time() - started, 2), stopped=result.stopped, final_loss=result.final_loss)
+                    seconds=round(time.time() - started, 2), stopped=result.stopped, final_loss=result.final_loss,
+                    skipped_images=skipped)
+        if skipped:
+            print(f"{len(skipped)} image(s) could not be read and were skipped:", file=sys.stderr)
+            for item in skipped:
+                print(f"  {item['path']}: {item['reason']}", file=sys.stderr)
         return result.path
     except TrainerError as problem:
         events.emit("error", message=problem.message, hint=problem.hint, option=problem.option)

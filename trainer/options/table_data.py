@@ -95,8 +95,8 @@ DATA_OPTIONS = (
     ),
     Option(
         "is_reg", BOOL, False, "data",
-        "This subset holds regularisation images.",
-        scopes=_SUBSET_ONLY, implemented=False,
+        "This subset holds regularisation images (their loss is weighted by prior_loss_weight).",
+        scopes=_SUBSET_ONLY,
     ),
     Option(
         "caption_extension", STR, ".txt", "captions",

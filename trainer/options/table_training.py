@@ -129,8 +129,8 @@ LOSS_OPTIONS = (
            choices=("snr", "exponential", "constant"), implemented=False),
     Option("huber_c", FLOAT, 0.1, "noise", "The Huber loss threshold.", minimum=0, implemented=False),
     Option("masked_loss", BOOL, False, "noise", "Only learn where the mask says so.", implemented=False),
-    Option("prior_loss_weight", FLOAT, 1.0, "noise", "Loss weight of regularisation images.",
-           minimum=0, implemented=False),
+    Option("prior_loss_weight", FLOAT, 1.0, "noise", "Loss weight of regularisation images (1.0 is usual).",
+           minimum=0),
 )
 
 SAVE_OPTIONS = (
