@@ -124,7 +124,12 @@ def prepare_session(config: TrainingConfig, events: EventWriter | None = None) -
     subsets = [subset for dataset in datasets for subset in dataset.subsets]
     warnings = list(config.warnings) + folder_warnings + check_config(config, subsets)
     paths = output_paths(config.output_dir, config.output_name)
-    check_no_overwrite(paths, config.overwrite_output)
+    if config.resume:
+        # A resumed run continues its own numbered saves; only a finished run's final file is protected.
+        if paths.final.exists() and not config.overwrite_output:
+            check_no_overwrite(paths, False)
+    else:
+        check_no_overwrite(paths, config.overwrite_output)
     events = events or EventWriter(events_path(config, paths))
     accelerator = make_accelerator(config)
     check_device_options(config, accelerator.device.type)
@@ -160,7 +165,9 @@ def prepare_session(config: TrainingConfig, events: EventWriter | None = None) -
                                 accelerator.device.type)
     scheduler = build_scheduler(config.lr_scheduler, optimizer, plan.total_steps, config.lr_warmup_steps,
                                 config.lr_scheduler_num_cycles, config.lr_scheduler_power)
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    # The scheduler is stepped by the loop once per update; accelerate's wrapper would step it once
+    # per process, which makes multi-process runs race through the schedule.
+    optimizer = accelerator.prepare(optimizer)
 
     latent_cache = _cache_latents(config, model, scan, accelerator.device) if config.cache_latents else None
     text_cache = _cache_text(config, model, scan) if config.cache_text_encoder_outputs else None

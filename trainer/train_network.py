@@ -79,8 +79,11 @@ def run_training(config: TrainingConfig) -> Path:
     from trainer.session import events_path, prepare_session
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    from accelerate import PartialState
+
     paths = output_paths(config.output_dir or ".", config.output_name)
-    events = EventWriter(events_path(config, paths)) if config.output_dir else EventWriter(None)
+    main_process = PartialState().is_main_process  # only the main process writes events
+    events = EventWriter(events_path(config, paths) if config.output_dir else None, enabled=main_process)
     started = time.time()
     state = LoopState()
 

@@ -175,13 +175,16 @@ SAVE_OPTIONS = (
     Option("metadata_tags", STR, None, "saving", "Comma-separated tags stored in the file."),
     Option("metadata_trigger_phrase", STR, None, "saving",
            "Trigger words stored in the file (modelspec.trigger_phrase); defaults to the class tokens."),
-    Option("save_state", BOOL, False, "state", "Save the full training state with each save, to resume later.",
-           implemented=False),
-    Option("save_state_on_train_end", BOOL, False, "state", "Save the full training state at the end.",
-           implemented=False),
-    Option("save_last_n_epochs_state", INT, None, "state", "Keep only the last N saved states.",
-           minimum=1, implemented=False),
-    Option("resume", PATH, None, "state", "Resume from a saved state folder.", implemented=False),
+    Option("save_state", BOOL, False, "state",
+           "Also save the full training state (optimizer, schedule, random states) with each numbered save.",
+           "A state folder (NAME-000004-state) lets resume continue exactly where the run was, learning-rate "
+           "schedule included. States are several times the LoRA's size."),
+    Option("save_state_on_train_end", BOOL, False, "state", "Save the full training state at the end (NAME-state)."),
+    Option("save_last_n_epochs_state", INT, None, "state", "Keep only this run's last N epoch states.", minimum=1),
+    Option("resume", PATH, None, "state", "Continue from a saved state folder (NAME-...-state).",
+           "Use the same settings as the run that saved it; the step and epoch counters, the learning-rate "
+           "schedule and the data order continue where they were. Stopping a run (Stop button, Ctrl+C) always "
+           "saves a state to resume from."),
 )
 
 SAMPLE_OPTIONS = (
