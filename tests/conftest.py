@@ -22,6 +22,15 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["HF_HOME"] = str(cache)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The tiny models are far too small to gain from a second thread, and lose to its sync cost."""
+    import torch
+
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="session")
 def fixtures_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One folder per test session that every built fixture lives under."""

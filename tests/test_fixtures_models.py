@@ -22,7 +22,6 @@ from trainer.checkpoint_layout import (
     vae_to_ldm,
 )
 
-torch.set_num_threads(2)
 
 PIPELINES = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
 COMPONENTS = {"sd15": ("unet", "vae", "text_encoder"), "sdxl": ("unet", "vae", "text_encoder", "text_encoder_2")}

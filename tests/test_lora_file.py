@@ -42,7 +42,6 @@ from trainer.saving import (
     save_lora_file,
 )
 
-torch.set_num_threads(2)
 
 TOKEN_IDS = torch.tensor([[0, 5, 9, 14, 22, 2, 1]])
 # Words in diffusers' or PEFT's messages that mean some keys were not used or not filled.

@@ -23,7 +23,6 @@ from trainer.errors import TrainerError
 from trainer.networks import LoRANetwork, unet_target_stems
 from trainer.saving import read_lora_file, save_lora_file
 
-torch.set_num_threads(2)
 
 TE_PREFIXES = {"sd15": ["lora_te"], "sdxl": ["lora_te1", "lora_te2"]}
 CLIP_TARGET_NAMES = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1",

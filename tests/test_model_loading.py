@@ -28,7 +28,6 @@ from trainer.models import (
 from trainer.models.bundled import CONFIGS_ROOT, SOURCES_FILE
 from trainer.models.family_sd import StableDiffusionAdapter
 
-torch.set_num_threads(2)
 
 FAMILY = {"sd15": "sd1", "sdxl": "sdxl"}
 

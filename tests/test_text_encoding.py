@@ -10,7 +10,6 @@ from trainer.errors import TrainerError
 from trainer.models import LoadedModel, ModelSpec, load_model, text_encoder_lora_path
 from trainer.models.family import tokenize_chunks
 
-torch.set_num_threads(2)
 
 SHORT = ["a photo of the cat", "the cat sitting on a mat"]
 # About 110 tokens with this tokenizer's few merges: reaches the second chunk.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from trainer.optim_steps import weights_for_use
 from trainer.run_metadata import metadata_input
 from trainer.saving.lora_file import prune_old_saves, save_lora_file
 from trainer.saving.metadata import build_metadata
@@ -33,7 +34,9 @@ def save_network(session, path: Path, step: int, epoch: int, record: SaveRecord)
         config = session.config
         info = metadata_input(session, step, epoch, time.time())
         metadata = build_metadata(info, minimal=bool(config.no_metadata))
-        save_lora_file(path, session.network.kohya_state_dict(), metadata, config.save_precision)
+        with weights_for_use(session.optimizer):  # schedule-free: save the averaged weights
+            tensors = session.network.kohya_state_dict()
+        save_lora_file(path, tensors, metadata, config.save_precision)
         session.events.emit("checkpoint", path=path, step=step, epoch=epoch)
         for callback in session.callbacks:
             callback.on_save(session, None, path)

@@ -27,6 +27,7 @@ from trainer.data.epochs import epoch_batches
 from trainer.errors import TrainerError
 from trainer.loss import compute_loss
 from trainer.optim import current_lrs
+from trainer.optim_steps import apply_max_norm, optimizer_train_mode
 from trainer.session import Session
 from trainer.state import Counters, load_state, read_counters
 
@@ -69,13 +70,12 @@ def _nan_stop(state: LoopState, loss: float) -> None:
     raise TrainerError(f"The loss became {loss} at step {state.step + 1}, so training stopped.{last}", hint=NAN_HINT)
 
 
-def _slice_batch(batch: dict[str, Any], rank: int, world: int) -> dict[str, Any]:
-    """This process's share of a global batch (contiguous, equal sizes where possible)."""
+def _share(batch: dict[str, Any], rank: int, world: int) -> tuple[int, int] | None:
+    """This process's contiguous share of a global batch (equal sizes where possible)."""
     if world == 1:
-        return batch
+        return None
     size = len(batch["captions"])
-    start, stop = rank * size // world, (rank + 1) * size // world
-    return {key: value[start:stop] for key, value in batch.items()}
+    return rank * size // world, (rank + 1) * size // world
 
 
 def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
@@ -100,27 +100,35 @@ def _step_event(session: Session, state: LoopState, loss: float, started: float,
     plan = session.plan
     elapsed = time.perf_counter() - started
     rate = (state.step - done_before) / elapsed if elapsed > 0 else 0.0
+    extra = {}
+    if session.last_max_norm is not None:
+        scaled, mean_norm, max_norm = session.last_max_norm
+        extra = {"keys_scaled": scaled, "mean_norm": mean_norm, "max_norm": max_norm}
     session.events.emit(
         "step", step=state.step, total_steps=plan.total_steps, epoch=state.epoch, loss=loss,
         avg_loss=sum(state.recent) / len(state.recent), lr=dict(zip(names, current_lrs(session.optimizer))),
-        it_per_s=round(rate, 4), eta_s=round((plan.total_steps - state.step) / rate, 1) if rate else None,
+        it_per_s=round(rate, 4), eta_s=round((plan.total_steps - state.step) / rate, 1) if rate else None, **extra,
     )
 
 
 def _update(session: Session, batch: dict[str, Any], generator: torch.Generator, params: list) -> float:
     """Forward, backward and (when the accumulation window closes) one optimizer update."""
     config, accelerator = session.config, session.accelerator
+    share = _share(batch, accelerator.process_index, accelerator.num_processes)
     with accelerator.accumulate(session.network):
-        loss = compute_loss(session, batch, generator)
+        loss = compute_loss(session, batch, generator, share)
         accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            _average_gradients(params, accelerator.num_processes)
-            if config.max_grad_norm:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
-        session.optimizer.step()
+        if session.fused_backward is None:  # fused: Adafactor already stepped inside backward
+            if accelerator.sync_gradients:
+                _average_gradients(params, accelerator.num_processes)
+                if config.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            session.optimizer.step()
+            session.optimizer.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
             session.scheduler.step()  # counted in updates, whatever the number of processes
-        session.optimizer.zero_grad(set_to_none=True)
+            if config.scale_weight_norms:
+                session.last_max_norm = apply_max_norm(session.network, config.scale_weight_norms)
     return float(loss.detach())
 
 
@@ -134,8 +142,7 @@ def _run_epoch(session: Session, state: LoopState, generator: torch.Generator, s
     losses: list[float] = []
     state.batches_in_epoch = skip
     for index in range(skip, len(batches)):
-        batch = _slice_batch(batches[index], accelerator.process_index, accelerator.num_processes)
-        value = _update(session, batch, generator, params)
+        value = _update(session, batches[index], generator, params)
         state.batches_in_epoch = index + 1
         if not math.isfinite(value):
             _nan_stop(state, value)
@@ -206,6 +213,7 @@ def train(session: Session, state: LoopState | None = None) -> RunResult:
     done_before = state.step
     started = time.perf_counter()
     session.network.train()
+    optimizer_train_mode(session.optimizer)  # schedule-free optimizers train on their own point
     session.model.unet.train(config.gradient_checkpointing)  # diffusers only checkpoints in train mode
     bar = tqdm(total=plan.total_steps, initial=state.step, desc="steps", dynamic_ncols=True,
                disable=not session.accelerator.is_main_process)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from trainer.callbacks import Callback
+from trainer.callbacks_factory import build_callbacks, validation_seed
 from trainer.config import TrainingConfig
 from trainer.data.blueprint import DatasetSpec, build_datasets
 from trainer.data.epochs import steps_per_epoch
@@ -27,9 +28,11 @@ from trainer.models.loader import LoadedModel, ModelSpec, load_model
 from trainer.networks.factory import build_network
 from trainer.networks.lora import LoRANetwork
 from trainer.optim import build_optimizer, build_scheduler, lr_free_warning
+from trainer.optim_steps import install_fused_backward
 from trainer.options import BY_NAME
 from trainer.options.rules import check_config
 from trainer.saving.lora_file import OutputPaths, check_no_overwrite, output_paths
+from trainer.validation import split_validation
 
 _DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -66,6 +69,8 @@ class Session:
     started_at: float = field(default_factory=time.time)
     warnings: list[str] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
+    fused_backward: Any = None  # the hooks of fused_backward_pass, when on
+    last_max_norm: Any = None  # (keys scaled, mean norm, max norm) of scale_weight_norms
 
 
 def events_path(config: TrainingConfig, paths: OutputPaths) -> Path:
@@ -138,7 +143,11 @@ def prepare_session(config: TrainingConfig, events: EventWriter | None = None) -
 
         set_seed(config.seed)
 
+    if accelerator.num_processes > 1:
+        # train_batch_size is per process, as in sd-scripts: the epoch plan works in global batches.
+        datasets = tuple(replace(d, batch_size=d.batch_size * accelerator.num_processes) for d in datasets)
     scan = scan_datasets(datasets, config.strict_images)
+    scan, held_out = split_validation(scan, datasets, config.validation_split, validation_seed(config))
     for skipped in scan.skipped:
         events.emit("skipped_image", path=skipped.path, reason=skipped.reason)
     warnings += list(scan.warnings)
@@ -162,19 +171,29 @@ def prepare_session(config: TrainingConfig, events: EventWriter | None = None) -
 
     plan = plan_steps(config, steps_per_epoch(scan.records, datasets))
     optimizer = build_optimizer(config.optimizer_type, groups, config.learning_rate, config.optimizer_args,
-                                accelerator.device.type)
+                                accelerator.device.type, lr_scheduler=config.lr_scheduler)
     scheduler = build_scheduler(config.lr_scheduler, optimizer, plan.total_steps, config.lr_warmup_steps,
-                                config.lr_scheduler_num_cycles, config.lr_scheduler_power)
+                                config.lr_scheduler_num_cycles, config.lr_scheduler_power,
+                                config.lr_scheduler_type, config.lr_scheduler_args)
     # The scheduler is stepped by the loop once per update; accelerate's wrapper would step it once
     # per process, which makes multi-process runs race through the schedule.
     optimizer = accelerator.prepare(optimizer)
+    fused = None
+    if config.fused_backward_pass:
+        if accelerator.num_processes > 1:
+            raise TrainerError("fused_backward_pass cannot be used with several processes: gradients are used up "
+                               "before they could be averaged.", hint="Train on one GPU, or turn it off.",
+                               option="fused_backward_pass")
+        fused = install_fused_backward(optimizer, max_grad_norm=config.max_grad_norm)
 
-    latent_cache = _cache_latents(config, model, scan, accelerator.device) if config.cache_latents else None
+    latent_cache = _cache_latents(config, model, scan, accelerator, paths.output_dir) if config.cache_latents else None
     text_cache = _cache_text(config, model, scan) if config.cache_text_encoder_outputs else None
     for warning in warnings:
         events.emit("warning", message=warning)
-    return Session(config, datasets, scan, paths, events, accelerator, model, network, optimizer, scheduler, plan,
-                   weight_dtype, train_te, latent_cache, text_cache, warnings=warnings)
+    session = Session(config, datasets, scan, paths, events, accelerator, model, network, optimizer, scheduler, plan,
+                      weight_dtype, train_te, latent_cache, text_cache, warnings=warnings, fused_backward=fused)
+    session.callbacks = build_callbacks(config, session, held_out)
+    return session
 
 
 def _enable_checkpointing(model: LoadedModel, train_te: bool) -> None:
@@ -186,22 +205,41 @@ def _enable_checkpointing(model: LoadedModel, train_te: bool) -> None:
             enable()
 
 
-def encode_pixels(model: LoadedModel, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """VAE latents of pixels in [-1, 1], sampled and scaled as the UNet expects."""
+def encode_pixels(model: LoadedModel, pixels: torch.Tensor, generator: torch.Generator | None = None,
+                  sample: bool = True) -> torch.Tensor:
+    """VAE latents of pixels in [-1, 1], scaled as the UNet expects.
+
+    ``sample`` draws from the VAE's posterior (per step, as usual); False takes its mean, which
+    makes cached latents independent of batching and of the number of processes.
+    """
     vae = model.vae
     with torch.no_grad():
         pixels = pixels.to(device=vae.device, dtype=vae.dtype)
-        latents = vae.encode(pixels).latent_dist.sample(generator)
+        posterior = vae.encode(pixels).latent_dist
+        latents = posterior.sample(generator) if sample else posterior.mean
     shift = vae.config.get("shift_factor") or 0.0
     return (latents.float() - shift) * model.adapter.latent_scaling_factor
 
 
-def _cache_latents(config: TrainingConfig, model: LoadedModel, scan: ScanResult, device: torch.device) -> LatentCache:
-    cache = LatentCache(beside_images=bool(config.cache_latents_to_disk))
-    generator = torch.Generator().manual_seed(config.seed or 0)
-    fingerprint = vae_fingerprint(model.vae) + f":{model.adapter.latent_scaling_factor}"
-    cache.ensure(scan.records, lambda pixels: encode_pixels(model, pixels, generator).cpu(), fingerprint,
-                 config.vae_batch_size)
+def _cache_latents(config: TrainingConfig, model: LoadedModel, scan: ScanResult, accelerator: Any,
+                   output_dir: Path) -> LatentCache:
+    """Encode every image once. With several processes each encodes its share to disk, then all read it."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.cache_latents_to_disk:
+        cache = LatentCache(beside_images=True)
+    elif world > 1:
+        cache = LatentCache(disk_dir=output_dir)  # processes share latents through a hidden folder there
+    else:
+        cache = LatentCache()
+    fingerprint = vae_fingerprint(model.vae) + f":{model.adapter.latent_scaling_factor}:mean"
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        return encode_pixels(model, pixels, sample=False).cpu()
+
+    if world > 1:
+        cache.ensure(scan.records[rank::world], encode, fingerprint, config.vae_batch_size)
+        accelerator.wait_for_everyone()
+    cache.ensure(scan.records, encode, fingerprint, config.vae_batch_size)
     return cache
 
 

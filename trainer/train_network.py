@@ -67,6 +67,7 @@ def _start_event(session) -> dict:
         "epochs": plan.epochs,
         "total_steps": plan.total_steps,
         "output": session.paths.final,
+        "processes": session.accelerator.num_processes,
     }
 
 

@@ -22,7 +22,8 @@ The rules (sizes are (width, height) unless a name ends in ``_hw``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -32,6 +33,8 @@ from trainer.data.blueprint import DatasetSpec
 from trainer.errors import TrainerError
 
 Size = tuple[int, int]
+# Loss masks are kept at latent size (the VAE's factor 8): the loss area-averages them to that anyway.
+MASK_DOWNSCALE = 8
 
 
 @dataclass(frozen=True)
@@ -223,9 +226,45 @@ def resize_and_crop(image: Image.Image, assignment: BucketAssignment, flip: bool
     return ImageOps.mirror(image) if flip else image
 
 
-def prepare_pixels(image: Image.Image, assignment: BucketAssignment, flip: bool = False) -> torch.Tensor:
-    """The training tensor of ``image``: float32 [3, H, W] in [-1, 1] at the bucket size."""
-    fitted = resize_and_crop(image.convert("RGB") if image.mode != "RGB" else image, assignment, flip)
-    array = np.asarray(fitted, dtype=np.uint8)
+def image_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB image as float32 [3, H, W] in [-1, 1]."""
+    array = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).to(torch.float32)
     return tensor / 127.5 - 1.0
+
+
+def prepare_pixels(image: Image.Image, assignment: BucketAssignment, flip: bool = False) -> torch.Tensor:
+    """The training tensor of ``image``: float32 [3, H, W] in [-1, 1] at the bucket size."""
+    return image_to_tensor(resize_and_crop(image.convert("RGB") if image.mode != "RGB" else image, assignment, flip))
+
+
+def random_crop_assignment(assignment: BucketAssignment, rng: random.Random) -> BucketAssignment:
+    """``assignment`` with the crop at a random offset instead of the centre (``random_crop``).
+
+    Only the pixels change: the SDXL crop conditioning follows sd-scripts, which derives it from
+    the sizes alone (:func:`sdxl_crop_top_left_hw`). Draws top, then left, from ``rng``.
+    """
+    spare_h = assignment.resized[1] - assignment.bucket[1]
+    spare_w = assignment.resized[0] - assignment.bucket[0]
+    top = rng.randint(0, spare_h) if spare_h > 0 else 0
+    left = rng.randint(0, spare_w) if spare_w > 0 else 0
+    return replace(assignment, crop_top_left=(top, left))
+
+
+def prepare_mask(alpha: Image.Image | None, assignment: BucketAssignment, flip: bool = False,
+                 downscale: int = 1) -> torch.Tensor:
+    """The loss mask of one image: float32 [H, W] in 0..1 at the bucket size divided by ``downscale``.
+
+    ``alpha`` ("L", as decoded) goes through the same resize, crop and flip as the pixels; None
+    (an image without transparency) gives all ones. ``downscale`` > 1 area-averages blocks
+    (8 gives the latent size), which is what the loss does to a full-size mask anyway.
+    """
+    height, width = assignment.bucket[1], assignment.bucket[0]
+    size = (max(1, height // downscale), max(1, width // downscale)) if downscale > 1 else (height, width)
+    if alpha is None:
+        return torch.ones(size, dtype=torch.float32)
+    fitted = resize_and_crop(alpha.convert("L") if alpha.mode != "L" else alpha, assignment, flip)
+    mask = torch.from_numpy(np.asarray(fitted, dtype=np.uint8).copy()).to(torch.float32) / 255.0
+    if size != (height, width):
+        mask = torch.nn.functional.interpolate(mask[None, None], size=size, mode="area")[0, 0]
+    return mask

@@ -8,8 +8,8 @@ replays the same order, and ``steps_per_epoch`` is known without planning.
 
 Loading: :class:`EpochBatches` is a map-style sequence of loaded batches (``len`` and ``[i]``).
 Iterate it directly, or hand it to ``torch.utils.data.DataLoader(batches, batch_size=None,
-num_workers=N)``: each batch's randomness (flips, caption shuffles) is seeded from (seed, epoch,
-batch index), so the result is the same whichever worker loads it.
+num_workers=N)``: each batch's randomness (flips, caption shuffles, random crops, colour changes) is
+seeded from (seed, epoch, batch index), so the result is the same whichever worker loads it.
 """
 from __future__ import annotations
 
@@ -24,14 +24,17 @@ import torch
 
 from trainer.data.blueprint import DatasetSpec
 from trainer.data.buckets import (
-    Size, prepare_pixels, sdxl_crop_top_left_hw, sdxl_original_size_hw, sdxl_target_size_hw,
+    MASK_DOWNSCALE, Size, image_to_tensor, prepare_mask, random_crop_assignment, resize_and_crop, sdxl_crop_top_left_hw,
+    sdxl_original_size_hw, sdxl_target_size_hw,
 )
 from trainer.data.captions import process_caption
-from trainer.data.images import load_image_rgb
+from trainer.data.images import color_augment, load_image_rgb_and_alpha
 from trainer.data.scan import ImageRecord
 from trainer.errors import TrainerError
 
-# (record, flipped) -> the cached latent of that record, e.g. a LatentCache.
+# (record, flipped) -> the cached latent of that record, e.g. a LatentCache. A lookup that also
+# has a ``mask(record, flipped)`` method supplies the alpha masks too (LatentCache does); without
+# one, masks are read from the image files as batches load.
 LatentLookup = Callable[[ImageRecord, bool], torch.Tensor]
 
 
@@ -95,8 +98,11 @@ def load_batch(
 
     Keys: "pixels" float32 [B, 3, H, W] in [-1, 1] (or "latents" from ``latent_lookup``),
     "captions" list[str], "original_sizes", "crop_top_lefts", "target_sizes" int64 [B, 2] as
-    (h, w) rows, "is_reg" bool [B], "flipped" bool [B], "paths" list[Path]. Flips (for subsets
-    with flip_aug) and caption augmentations draw from ``rng``, in record order.
+    (h, w) rows, "is_reg" bool [B], "flipped" bool [B], "paths" list[Path], and, when a record's
+    subset has alpha_mask, "masks" float32 [B, H/8, W/8] in 0..1 (all ones for images without
+    transparency or subsets without alpha_mask). Random draws from ``rng``, in this order: flips
+    (flip_aug subsets), caption augmentations, then per record the crop offset (random_crop) and
+    the colour change (color_aug); the last two apply to images loaded now, not to cached latents.
     """
     if not records:
         raise TrainerError("An empty batch was requested.", hint="This is a bug in the epoch plan; please report it.")
@@ -116,13 +122,36 @@ def load_batch(
         "flipped": torch.tensor(flips, dtype=torch.bool),
         "paths": [r.path for r in records],
     }
+    wants_masks = any(record.subset.alpha_mask for record in records)
     if latent_lookup is not None:
         batch["latents"] = torch.stack([latent_lookup(r, flip) for r, flip in zip(records, flips)])
-    else:
-        batch["pixels"] = torch.stack(
-            [prepare_pixels(load_image_rgb(r.path), r.assignment, flip) for r, flip in zip(records, flips)]
-        )
+        if wants_masks:
+            batch["masks"] = torch.stack([_cached_mask(latent_lookup, r, flip) for r, flip in zip(records, flips)])
+        return batch
+    pixels, masks = zip(*(_load_pixels(record, flip, rng) for record, flip in zip(records, flips)))
+    batch["pixels"] = torch.stack(pixels)
+    if wants_masks:
+        batch["masks"] = torch.stack(masks)
     return batch
+
+
+def _load_pixels(record: ImageRecord, flip: bool, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's pixels with its augmentations, and its mask (all ones without alpha_mask)."""
+    subset = record.subset
+    image, alpha = load_image_rgb_and_alpha(record.path, with_alpha=subset.alpha_mask)
+    assignment = random_crop_assignment(record.assignment, rng) if subset.random_crop else record.assignment
+    fitted = resize_and_crop(image, assignment, flip)
+    if subset.color_aug:
+        fitted = color_augment(fitted, rng)
+    return image_to_tensor(fitted), prepare_mask(alpha, assignment, flip, MASK_DOWNSCALE)
+
+
+def _cached_mask(lookup: LatentLookup, record: ImageRecord, flip: bool) -> torch.Tensor:
+    mask_of = getattr(lookup, "mask", None)
+    if mask_of is not None:
+        return mask_of(record, flip)
+    _, alpha = load_image_rgb_and_alpha(record.path, with_alpha=record.subset.alpha_mask)
+    return prepare_mask(alpha, record.assignment, flip, MASK_DOWNSCALE)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ says why, so one bad file never stops a run with a traceback. The user's file is
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,16 @@ class _Unusable(Exception):
 _DAMAGED_HINT = "The file is damaged or not really an image. Re-export or re-download it, or remove it."
 
 
-def _decode(path: Path, max_pixels: int | None) -> Image.Image:
+def _alpha_of(image: Image.Image) -> Image.Image | None:
+    """The image's alpha as an "L" image (0 transparent, 255 opaque); None when it has none."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return None
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        return image.convert("RGBA").getchannel("A")
+    return None
+
+
+def _decode(path: Path, max_pixels: int | None, with_alpha: bool = False) -> tuple[Image.Image, Image.Image | None]:
     try:
         if path.stat().st_size == 0:
             raise _Unusable("the file is empty (0 bytes)", "Re-copy or re-download it, or remove it from the dataset.")
@@ -93,7 +103,7 @@ def _decode(path: Path, max_pixels: int | None) -> Image.Image:
                 upright = ImageOps.exif_transpose(opened)
             except Exception:  # noqa: BLE001 - malformed EXIF must not cost a good picture; keep it as stored
                 upright = opened
-            return _to_rgb(upright)
+            return _to_rgb(upright), (_alpha_of(upright) if with_alpha else None)
     except (_Unusable, MemoryError):
         raise  # out of memory is the machine's problem, not this file's: never a silent skip
     except Image.DecompressionBombError as problem:
@@ -110,9 +120,16 @@ def load_image_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS
     Raises :class:`TrainerError` naming the file when it is empty, truncated, not an image, or
     too large.
     """
+    return load_image_rgb_and_alpha(path, max_pixels, with_alpha=False)[0]
+
+
+def load_image_rgb_and_alpha(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                             with_alpha: bool = True) -> tuple[Image.Image, Image.Image | None]:
+    """:func:`load_image_rgb` plus the image's alpha channel ("L", upright like the RGB; None when
+    the file has no transparency), for ``alpha_mask`` subsets."""
     path = Path(path)
     try:
-        return _decode(path, max_pixels)
+        return _decode(path, max_pixels, with_alpha)
     except _Unusable as problem:
         raise TrainerError(f"Cannot use image {path}: {problem.reason}.", hint=problem.hint) from problem
 
@@ -120,6 +137,40 @@ def load_image_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS
 def try_load_image_rgb(path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Image.Image | None, str]:
     """Like :func:`load_image_rgb`, but returns ``(None, short reason)`` instead of raising."""
     try:
-        return _decode(Path(path), max_pixels), ""
+        return _decode(Path(path), max_pixels)[0], ""
     except _Unusable as problem:
         return None, problem.reason
+
+
+# color_aug, with sd-scripts' numbers: a third of the time, either a hue shift of up to 8 OpenCV
+# hue units (0-180 scale, so up to 16 degrees) or a gamma in [0.95, 1.05], half and half.
+COLOR_AUG_PROBABILITY = 0.33
+HUE_SHIFT_LIMIT_DEGREES = 16.0
+GAMMA_RANGE = (0.95, 1.05)
+
+
+def shift_hue(image: Image.Image, degrees: float) -> Image.Image:
+    """``image`` (RGB) with every pixel's hue turned by ``degrees`` (saturation, value kept)."""
+    hsv = np.asarray(image.convert("HSV"), dtype=np.int16).copy()
+    steps = int(round(degrees / 360.0 * 256.0))  # Pillow's hue runs 0-255 round the circle
+    hsv[..., 0] = (hsv[..., 0] + steps) % 256
+    return Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
+
+
+def apply_gamma(image: Image.Image, gamma: float) -> Image.Image:
+    """``255 * (value / 255) ** gamma`` per channel (below 1 brightens the mid-tones)."""
+    table = [min(255, max(0, int(round(255.0 * (value / 255.0) ** gamma)))) for value in range(256)]
+    return image.point(table * len(image.getbands()))
+
+
+def color_augment(image: Image.Image, rng: random.Random) -> Image.Image:
+    """sd-scripts' color_aug on an RGB image: usually unchanged, else a small hue shift or gamma.
+
+    Draws from ``rng`` in a fixed order (apply?, which?, how much?), so a seeded batch is
+    reproducible.
+    """
+    if rng.random() > COLOR_AUG_PROBABILITY:
+        return image
+    if rng.random() > 0.5:
+        return shift_hue(image, rng.uniform(-HUE_SHIFT_LIMIT_DEGREES, HUE_SHIFT_LIMIT_DEGREES))
+    return apply_gamma(image, rng.uniform(*GAMMA_RANGE))

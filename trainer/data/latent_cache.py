@@ -9,6 +9,10 @@ On disk, each latent is one ``<key>.safetensors`` in a hidden ``.latent_cache`` 
 beside the images (``beside_images=True``) or in one ``disk_dir``. Files are written to a temporary
 name and renamed, so a crash never leaves half a file; a file that does not load, or whose stored
 key does not match its name, is ignored and re-encoded. The user's images are only read.
+
+For ``alpha_mask`` subsets the cache also holds each image's loss mask at latent size (in memory
+only: a mask is cheap to remake, and :meth:`LatentCache.ensure` decodes each such image once for
+it when its latent came from disk).
 """
 from __future__ import annotations
 
@@ -25,8 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from trainer.data.buckets import BucketAssignment, prepare_pixels
-from trainer.data.images import load_image_rgb
+from trainer.data.buckets import MASK_DOWNSCALE, BucketAssignment, image_to_tensor, prepare_mask, resize_and_crop
+from trainer.data.images import load_image_rgb_and_alpha
 from trainer.data.scan import ImageRecord
 from trainer.errors import TrainerError
 
@@ -117,6 +121,7 @@ class LatentCache:
         self._disk_dir = Path(disk_dir) if disk_dir is not None else None
         self._beside_images = beside_images
         self._latents: dict[str, torch.Tensor] = {}
+        self._masks: dict[str, torch.Tensor] = {}
         self._keys: dict[tuple[Path, BucketAssignment, bool], str] = {}
 
     def cache_file(self, record: ImageRecord, key: str) -> Path | None:
@@ -165,6 +170,7 @@ class LatentCache:
             else:
                 pending.setdefault(want.key, want)  # byte-identical images encode once
         errors = self._encode(list(pending.values()), encode_fn, max(1, batch_size), progress)
+        self._fill_masks([want for want in wants if want.record.subset.alpha_mask])
         return EnsureStats(encoded=len(pending), from_disk=from_disk, in_memory=in_memory, disk_errors=tuple(errors))
 
     def get(self, record: ImageRecord, flip: bool = False) -> torch.Tensor:
@@ -176,6 +182,26 @@ class LatentCache:
                 hint="LatentCache.ensure must run over all records (with flip_aug as in training) before training.",
             )
         return self._latents[key]
+
+    def mask(self, record: ImageRecord, flip: bool = False) -> torch.Tensor:
+        """The loss mask [H/8, W/8] of ``record`` (an alpha_mask subset's), made by :meth:`ensure`."""
+        key = self._keys.get((record.path, record.assignment, flip))
+        if key is None or key not in self._masks:
+            raise TrainerError(
+                f"No cached mask for {record.path}{' (flipped)' if flip else ''}.",
+                hint="LatentCache.ensure must run over all records (with alpha_mask as in training) before training.",
+            )
+        return self._masks[key]
+
+    def _fill_masks(self, wants: list[_Want]) -> None:
+        """Masks of alpha_mask records whose latents came from disk or memory (one decode per file)."""
+        missing = [want for want in wants if want.key not in self._masks]
+        decoded: dict[Path, object] = {}
+        for want in missing:
+            if want.record.path not in decoded:
+                decoded[want.record.path] = load_image_rgb_and_alpha(want.record.path)[1]
+            self._masks[want.key] = prepare_mask(decoded[want.record.path], want.record.assignment, want.flip,
+                                                 MASK_DOWNSCALE)
 
     def __call__(self, record: ImageRecord, flip: bool) -> torch.Tensor:
         return self.get(record, flip)
@@ -209,9 +235,7 @@ class LatentCache:
             group = by_bucket[bucket]
             for start in range(0, len(group), batch_size):
                 chunk = group[start : start + batch_size]
-                pixels = torch.stack([
-                    prepare_pixels(load_image_rgb(w.record.path), w.record.assignment, w.flip) for w in chunk
-                ])
+                pixels = torch.stack([self._pixels_and_mask(w) for w in chunk])
                 with torch.no_grad():
                     latents = encode_fn(pixels)
                 if latents.shape[0] != len(chunk):
@@ -227,6 +251,14 @@ class LatentCache:
                 if progress is not None:
                     progress(done, len(pending))
         return errors
+
+    def _pixels_and_mask(self, want: _Want) -> torch.Tensor:
+        """The pixels to encode; an alpha_mask record's mask is stored on the way (same decode)."""
+        alpha_mask = want.record.subset.alpha_mask
+        image, alpha = load_image_rgb_and_alpha(want.record.path, with_alpha=alpha_mask)
+        if alpha_mask:
+            self._masks[want.key] = prepare_mask(alpha, want.record.assignment, want.flip, MASK_DOWNSCALE)
+        return image_to_tensor(resize_and_crop(image, want.record.assignment, want.flip))
 
     def _write(self, want: _Want, latent: torch.Tensor) -> str:
         path = self.cache_file(want.record, want.key)

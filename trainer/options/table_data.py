@@ -155,23 +155,30 @@ DATA_OPTIONS = (
     Option(
         "flip_aug", BOOL, False, "augmentation",
         "Randomly mirror images left-right.",
-        "Doubles the variety of a small dataset; do not use it for asymmetric subjects (text, one-sided hair).",
-        scopes=_TRAIN_SUBSET, implemented=False,
+        "Doubles the variety of a small dataset; do not use it for asymmetric subjects (text, one-sided hair). "
+        "Works with cache_latents (both orientations are cached).",
+        scopes=_TRAIN_SUBSET,
     ),
     Option(
         "color_aug", BOOL, False, "augmentation",
         "Randomly shift colours a little (cannot be used with cached latents).",
-        scopes=_TRAIN_SUBSET, implemented=False,
+        "A third of the time, the hue turns by up to 16 degrees or the gamma changes by up to 5%, as in "
+        "sd-scripts. Rarely helps; avoid it when colours matter (a character's hair or eye colour).",
+        scopes=_TRAIN_SUBSET,
     ),
     Option(
         "random_crop", BOOL, False, "augmentation",
         "Crop at a random position instead of the centre (cannot be used with cached latents).",
-        scopes=_TRAIN_SUBSET, implemented=False,
+        "Only matters for images whose shape does not fit their bucket exactly: the part cut off changes "
+        "each time instead of always being the edges.",
+        scopes=_TRAIN_SUBSET,
     ),
     Option(
         "alpha_mask", BOOL, False, "augmentation",
-        "Use the image's alpha channel as the loss mask (with masked_loss).",
-        scopes=_TRAIN_SUBSET, implemented=False,
+        "Use the image's alpha channel as the loss mask: transparent areas are not learned.",
+        "For cut-outs: the background does not end up in the LoRA. Images without transparency count fully. "
+        "Turns the masked loss on for this subset (masked_loss does so for the whole run).",
+        scopes=_TRAIN_SUBSET,
     ),
 )
 

@@ -92,8 +92,13 @@ NETWORK_OPTIONS = (
     Option(
         "network_module", CHOICE, "networks.lora", "network",
         "Which kind of adapter to train: plain LoRA/LoCon, a LyCORIS algorithm, or DyLoRA.",
-        "networks.lora is the classic LoRA (add conv_dim to network_args for LoCon). lycoris.kohya trains "
-        "LoHa, LoKr, DoRA and the other LyCORIS algorithms chosen with algo= in network_args.",
+        "networks.lora is the classic LoRA (add conv_dim to network_args for LoCon). lycoris.kohya trains the "
+        "LyCORIS algorithm chosen with algo= in network_args: locon, loha, lokr, ia3, glora, diag-oft, boft or "
+        "full (plain fine-tuning saved as a difference); dora_wd=True adds DoRA to locon, loha and lokr. Its "
+        "preset= picks the layers: full (default: kohya's LoCon set), full-lin, attn-mlp (kohya's LoRA set), "
+        "attn-only, unet-only, unet-transformer-only, unet-convblock-only, or a preset .toml file. "
+        "networks.dylora trains every rank up to network_dim at once (unit=N sets the step) and saves a plain "
+        "LoRA.",
         level="basic",
         choices=("networks.lora", "lycoris.kohya", "networks.dylora"),
         labels=(("networks.lora", "LoRA / LoCon"), ("lycoris.kohya", "LyCORIS"), ("networks.dylora", "DyLoRA")),
@@ -115,8 +120,11 @@ NETWORK_OPTIONS = (
     Option(
         "network_args", STR_LIST, [], "network",
         'Extra network settings as "key=value" items, e.g. ["conv_dim=8", "conv_alpha=4"] or ["algo=loha"].',
-        "conv_dim/conv_alpha add the ResNet convolutions (LoCon). With lycoris.kohya: algo, preset, "
-        "dora_wd, use_tucker, use_scalar, rank_dropout, module_dropout, factor and friends.",
+        "networks.lora: conv_dim/conv_alpha add the ResNet convolutions (LoCon). lycoris.kohya: algo, preset, "
+        "conv_dim/conv_alpha (default network_dim/network_alpha, as in LyCORIS), dora_wd, use_tucker, "
+        "use_scalar, train_norm, dropout, rank_dropout, module_dropout, rank_dropout_scale, factor, "
+        "decompose_both, full_matrix, unbalanced_factorization (LoKr), constraint, rescaled (OFT/BOFT), "
+        "rs_lora, bypass_mode. networks.dylora: unit, conv_dim, conv_alpha. Unknown keys are refused.",
     ),
     Option(
         "network_dropout", FLOAT, None, "network",
@@ -147,8 +155,10 @@ NETWORK_OPTIONS = (
     Option(
         "scale_weight_norms", FLOAT, None, "network",
         "Cap each LoRA module's weight norm at this value after every step (1.0 is typical).",
-        "Keeps the LoRA from overpowering the base model and makes it mix better with other LoRAs.",
-        minimum=0, implemented=False,
+        "Keeps the LoRA from overpowering the base model and makes it mix better with other LoRAs. Each "
+        "module whose update (up x down x alpha/dim) is larger is scaled down to the cap; the step events "
+        "report how many were.",
+        minimum=0,
     ),
 )
 
@@ -157,8 +167,9 @@ OPTIMIZER_OPTIONS = (
         "optimizer_type", CHOICE, "AdamW", "optimizer",
         "The optimizer. AdamW8bit saves memory on CUDA; Prodigy and DAdapt* find the learning rate themselves.",
         "AdamW is the safe default. AdamW8bit behaves the same with much less memory (needs bitsandbytes and "
-        "CUDA). Prodigy and the DAdapt family are learning-rate-free: set learning_rate to 1. Adafactor is the "
-        "most memory-frugal. Any 'module.Class' path to a torch optimizer also works.",
+        "CUDA). Prodigy and the DAdapt family are learning-rate-free: set learning_rate to 1. Adafactor and CAME "
+        "are the most memory-frugal. AdamWScheduleFree and RAdamScheduleFree need no decaying schedule (use "
+        "lr_scheduler constant). Any 'module.Class' path to a torch optimizer also works.",
         level="basic", choices=OPTIMIZERS, allow_class_path=True,
     ),
     Option(
@@ -194,7 +205,9 @@ OPTIMIZER_OPTIONS = (
     Option(
         "fused_backward_pass", BOOL, False, "optimizer",
         "Step Adafactor inside the backward pass to save memory (Adafactor only).",
-        implemented=False,
+        "Each weight is updated as soon as its gradient is ready and the gradient is freed at once, so the "
+        "gradients never all exist together. Needs optimizer_type Adafactor, gradient_accumulation_steps 1 and "
+        "no fp16; max_grad_norm then clips each weight's gradient on its own.",
     ),
 )
 
@@ -203,7 +216,9 @@ SCHEDULER_OPTIONS = (
         "lr_scheduler", CHOICE, "constant", "scheduler",
         "How the learning rate changes over training: constant, cosine, linear, ...",
         "constant is simple and predictable; cosine lowers the rate smoothly towards the end, which often "
-        "gives a cleaner final epoch; cosine_with_restarts repeats that lr_scheduler_num_cycles times.",
+        "gives a cleaner final epoch; cosine_with_restarts repeats that lr_scheduler_num_cycles times. rex "
+        "stays high longer, then falls fast ((1-z)/(1-z/2) of the way z through, restarting "
+        "lr_scheduler_num_cycles times). adafactor lets the Adafactor optimizer pick its own rate.",
         level="basic", choices=SCHEDULERS,
     ),
     Option(
@@ -214,7 +229,7 @@ SCHEDULER_OPTIONS = (
     ),
     Option(
         "lr_scheduler_num_cycles", INT, 1, "scheduler",
-        "Number of restarts for cosine_with_restarts.",
+        "Number of cycles for cosine_with_restarts and rex (each restarts at the full rate).",
         minimum=1,
     ),
     Option(
@@ -225,11 +240,11 @@ SCHEDULER_OPTIONS = (
     Option(
         "lr_scheduler_type", STR, None, "scheduler",
         "A scheduler class path (module.Class) to use instead of lr_scheduler.",
-        implemented=False,
+        "A bare class name means torch.optim.lr_scheduler (e.g. StepLR). It is built as "
+        "Class(optimizer, **lr_scheduler_args) and stepped once per update; lr_warmup_steps cannot be added.",
     ),
     Option(
         "lr_scheduler_args", STR_LIST, [], "scheduler",
-        'Arguments for lr_scheduler_type as "key=value" items.',
-        implemented=False,
+        'Arguments for lr_scheduler_type as "key=value" items, e.g. ["step_size=100", "gamma=0.5"].',
     ),
 )
