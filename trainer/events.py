@@ -1,8 +1,8 @@
 """Progress events as JSON lines: what the notebook's monitor reads instead of console text.
 
 One object per line, flushed at once, each with ``type`` and ``time`` (seconds since the epoch).
-Types: start, skipped_image, step, epoch, checkpoint, warning, error, done (and later sample,
-validation, stopped). A previous run's file is moved aside, never overwritten.
+Types: start, skipped_image, step, epoch, checkpoint, state, resumed, sample, validation_set,
+validation, warning, error, stopped, done. A previous run's file is moved aside, never overwritten.
 """
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from trainer.optim_steps import weights_for_use
+
 from trainer.sampling.prompts import SamplePrompt
 from trainer.sampling.samplers import make_scheduler
 
@@ -27,7 +29,9 @@ SAMPLE_FOLDER = "sample"
 
 @contextmanager
 def evaluation_mode(session: Any) -> Iterator[None]:
-    """Eval mode, no grad and a saved global RNG for the block; every module's mode is restored after.
+    """Eval mode, no grad, the optimizer's weights for use, and a saved global RNG for the block.
+
+    Every module's mode is restored after.
 
     The LoRA modules are not children of the UNet (they take over its layers' ``forward``), so
     the network's mode is switched on its own.
@@ -40,7 +44,8 @@ def evaluation_mode(session: Any) -> Iterator[None]:
     try:
         for module in modules:
             module.eval()
-        with torch.no_grad():
+        # Schedule-free optimizers keep a training point apart from the weights to use: evaluate those.
+        with torch.no_grad(), weights_for_use(session.optimizer):
             yield
     finally:
         for module, mode in zip(modules, before):
