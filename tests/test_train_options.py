@@ -136,3 +136,16 @@ def test_runs_under_accelerate_launch(tmp_path: Path, tiny_sd15) -> None:
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "out" / "acc.safetensors").exists()
+
+
+def test_cuda_only_options_refuse_on_the_cpu_before_loading(tmp_path: Path, tiny_sd15) -> None:
+    data = make_learnable_dataset(tmp_path)
+    for name in ("xformers", "fp8_base"):
+        with pytest.raises(TrainerError) as caught:
+            train(tmp_path, **base_overrides(str(tiny_sd15.diffusers_dir), data, tmp_path / name,
+                                             max_train_steps=1, **{name: "true"}))
+        assert caught.value.option == name and "NVIDIA GPU" in caught.value.message
+    with pytest.raises(TrainerError) as caught:
+        train(tmp_path, **base_overrides(str(tiny_sd15.diffusers_dir), data, tmp_path / "bnb", max_train_steps=1,
+                                         optimizer_type="PagedAdamW8bit"))
+    assert caught.value.option == "optimizer_type" and "NVIDIA GPU" in caught.value.message

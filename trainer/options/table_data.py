@@ -44,6 +44,8 @@ DATA_OPTIONS = (
     Option(
         "batch_size", INT, None, "data",
         "Images per step for this dataset (dataset config only; same as train_batch_size).",
+        "Lets one dataset in a dataset TOML use its own batch size, e.g. a smaller one for a high-resolution set. "
+        "Leave it unset to use train_batch_size; a bigger batch needs more VRAM in the same way.",
         scopes=frozenset({DATASET}), minimum=1,
     ),
     Option(
@@ -55,16 +57,23 @@ DATA_OPTIONS = (
     Option(
         "min_bucket_reso", INT, 256, "buckets",
         "Smallest bucket side in pixels.",
+        "No bucket gets a side shorter than this, which limits how thin a bucket can be for very tall or wide images "
+        "(they are cropped instead). 256 is the common value for both SD1.5 and SDXL; keep it below the training "
+        "resolution.",
         scopes=_TRAIN_DATASET, minimum=16,
     ),
     Option(
         "max_bucket_reso", INT, 1024, "buckets",
         "Largest bucket side in pixels (2048 is usual for SDXL).",
+        "No bucket gets a side longer than this; it must be at least the training resolution. 1024 is usual for "
+        "SD1.5 and 2048 for SDXL, so that tall or wide images keep their shape instead of being cropped.",
         scopes=_TRAIN_DATASET, minimum=16,
     ),
     Option(
         "bucket_reso_steps", INT, 64, "buckets",
         "Bucket sides are multiples of this (64 is safest; 32 gives closer fits).",
+        "Smaller steps give more bucket sizes, so images need less cropping, but fewer images share each bucket. 64 "
+        "matches how the model shrinks images internally and is the safe choice; it must be a multiple of 8.",
         scopes=_TRAIN_DATASET, minimum=8,
     ),
     Option(
@@ -76,10 +85,14 @@ DATA_OPTIONS = (
     Option(
         "strict_images", BOOL, False, "data",
         "Refuse to start when any image cannot be decoded (default: skip it and name it).",
+        "When off, broken or unreadable files are skipped with a warning that lists them, and training goes on "
+        "without them. Turn it on when you want to be sure every image in your folders is really used.",
     ),
     Option(
         "image_dir", PATH, None, "data",
         "The image folder of one subset (dataset config only).",
+        "Each [[datasets.subsets]] entry needs one: the folder that directly holds the images and their caption "
+        "files. Unlike train_data_dir folders it needs no N_ prefix; set num_repeats instead.",
         scopes=_SUBSET_ONLY,
     ),
     Option(
@@ -91,11 +104,16 @@ DATA_OPTIONS = (
     Option(
         "class_tokens", STR, None, "captions",
         "Caption used for images that have no caption file (the 'mychar' of 10_mychar).",
+        "Typically your trigger word, optionally with a class ('mychar woman'). Images that have a caption file use "
+        "that instead, so this only matters for uncaptioned images.",
         scopes=_SUBSET_ONLY,
     ),
     Option(
         "is_reg", BOOL, False, "data",
         "This subset holds regularisation images (their loss is weighted by prior_loss_weight).",
+        "Mark subsets of generic class images (not your subject) with it; they remind the model what the class "
+        "normally looks like. Leave it off for the images the LoRA should learn; prior_loss_weight sets their "
+        "weight.",
         scopes=_SUBSET_ONLY,
     ),
     Option(
@@ -113,26 +131,37 @@ DATA_OPTIONS = (
     Option(
         "keep_tokens", INT, 0, "captions",
         "Keep the first N tags in place when shuffling or dropping tags (1 keeps the trigger word first).",
+        "Usually 1 to keep the trigger word at the front (2 for trigger plus class). Tags are counted with "
+        "caption_separator, so the trigger must be the first comma-separated item of every caption. 0 lets every tag "
+        "move.",
         scopes=_TRAIN_SUBSET, minimum=0,
     ),
     Option(
         "keep_tokens_separator", STR, "", "captions",
         "A marker (e.g. '|||') in captions: everything before it stays fixed, instead of keep_tokens.",
+        "Handy when the fixed part has a different number of tags per image: in 'mychar, 1girl ||| smile, outdoors' "
+        "the part before the marker stays put and the rest is shuffled. Leave it empty to use keep_tokens instead.",
         scopes=_TRAIN_SUBSET,
     ),
     Option(
         "caption_separator", STR, ",", "captions",
         "What separates tags in a caption.",
+        "The comma is right for booru-style tag captions and most taggers. Shuffling, keep_tokens and tag dropout "
+        "all split captions with it, so change it only if your captions use another delimiter.",
         scopes=_TRAIN_SUBSET,
     ),
     Option(
         "caption_prefix", STR, None, "captions",
         "Text put in front of every caption (e.g. your trigger word).",
+        "Adds a trigger word without editing every caption file. It is joined to the caption with a space, so end it "
+        "with a comma ('mychar,') if it should count as its own tag for keep_tokens and shuffling.",
         scopes=_TRAIN_SUBSET,
     ),
     Option(
         "caption_suffix", STR, None, "captions",
         "Text put after every caption.",
+        "Useful for a tag every image should carry, such as a style name. It is joined with a space, so start it "
+        "with a comma (', mystyle') if it should be a separate tag; it can be shuffled like the others.",
         scopes=_TRAIN_SUBSET,
     ),
     Option(
@@ -144,6 +173,8 @@ DATA_OPTIONS = (
     Option(
         "caption_dropout_every_n_epochs", INT, 0, "captions",
         "Every N-th epoch, train all images with empty captions (0: never).",
+        "A coarser form of caption dropout: whole epochs teach the images with no caption at all. Rarely used for "
+        "LoRAs; keep it at 0 unless you want the look to show up even without the trigger word.",
         scopes=_TRAIN_SUBSET, minimum=0,
     ),
     Option(
@@ -202,6 +233,8 @@ CACHE_OPTIONS = (
     Option(
         "vae_batch_size", INT, 1, "caching",
         "Images per VAE call while caching latents.",
+        "Only affects how fast the latent cache is built, not the LoRA itself. 1-4 is typical; larger values cache "
+        "faster if VRAM allows, but SDXL at 1024 px needs much more memory per image.",
         minimum=1,
     ),
 )

@@ -150,6 +150,8 @@ NETWORK_OPTIONS = (
     Option(
         "dim_from_weights", BOOL, False, "network",
         "Take network_dim from the file given in network_weights.",
+        "Meant for continuing from an existing LoRA without having to know its rank. It is not implemented yet, so "
+        "set network_dim (and network_alpha) to the values the file was trained with; a mismatch fails to load.",
         implemented=False,
     ),
     Option(
@@ -230,11 +232,15 @@ SCHEDULER_OPTIONS = (
     Option(
         "lr_scheduler_num_cycles", INT, 1, "scheduler",
         "Number of cycles for cosine_with_restarts and rex (each restarts at the full rate).",
+        "Only used by cosine_with_restarts and rex; 1 means a single decay with no restarts, which suits most LoRAs. "
+        "Each restart jumps back to the full learning rate, so a few cycles (2-4) only make sense on longer runs.",
         minimum=1,
     ),
     Option(
         "lr_scheduler_power", FLOAT, 1.0, "scheduler",
         "Power of the polynomial schedule (1 is linear decay).",
+        "Only used when lr_scheduler is polynomial. 1 falls in a straight line; above 1 the rate drops quickly at "
+        "first and then levels off, below 1 it stays high longer and falls near the end.",
         minimum=0,
     ),
     Option(
@@ -246,5 +252,7 @@ SCHEDULER_OPTIONS = (
     Option(
         "lr_scheduler_args", STR_LIST, [], "scheduler",
         'Arguments for lr_scheduler_type as "key=value" items, e.g. ["step_size=100", "gamma=0.5"].',
+        "Only read together with lr_scheduler_type; the keys are that class's own constructor arguments, and setting "
+        "them without lr_scheduler_type is refused. Leave it empty for the built-in lr_scheduler choices.",
     ),
 )
