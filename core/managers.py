@@ -6,7 +6,6 @@ Later managers (models, datasets, training, utilities) live in their own modules
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 from core.environment import (
     EnvironmentReport,

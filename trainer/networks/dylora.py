@@ -24,7 +24,7 @@ from torch import nn
 
 from trainer.errors import TrainerError
 from trainer.networks.lora import LoRAModule, LoRANetwork
-from trainer.networks.targets import KeyForPath, Target, identity_key, text_encoder_targets, unet_targets
+from trainer.networks.targets import KeyForPath, collect_targets, identity_key
 
 _KEYS = ("unit", "conv_dim", "conv_alpha")
 
@@ -118,23 +118,9 @@ def create_dylora_network(
     train_text_encoder: bool = True,
 ) -> LoRANetwork:
     """A LoRA network of :class:`DyLoRAModule` over kohya's LoRA (or, with conv_dim, LoCon) targets."""
-    if len(text_encoders) != len(te_prefixes):
-        raise ValueError(f"{len(text_encoders)} text encoders but {len(te_prefixes)} key prefixes")
-    if not train_unet and not train_text_encoder:
-        raise TrainerError("Nothing to train: both the UNet and the text encoders are switched off.",
-                           hint="Set at most one of network_train_unet_only / network_train_text_encoder_only.",
-                           option="network_train_text_encoder_only")
-    if dim < 1:
-        raise TrainerError(f"network_dim must be at least 1, got {dim}.", hint="Use 4-128.", option="network_dim")
     conv_rank = settings.conv_dim or 0
-    targets: list[Target] = []
-    if train_unet:
-        if unet is None:
-            raise ValueError("train_unet is set but no UNet was given")
-        targets += unet_targets(unet, unet_key_for_path, include_conv=conv_rank > 0)
-    if train_text_encoder:
-        for encoder, prefix in zip(text_encoders, te_prefixes):
-            targets += text_encoder_targets(encoder, prefix.rstrip("_"))
+    targets = collect_targets(unet, text_encoders, te_prefixes, unet_key_for_path, dim, conv_rank,
+                              train_unet, train_text_encoder)
     # conv_alpha defaults to 1, as networks.lora (and sd-scripts) do.
     conv_alpha = 1.0 if settings.conv_alpha is None else settings.conv_alpha
     modules = [

@@ -26,13 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainer.errors import TrainerError
-from trainer.networks.targets import (
-    KeyForPath,
-    Target,
-    identity_key,
-    text_encoder_targets,
-    unet_targets,
-)
+from trainer.networks.targets import KeyForPath, collect_targets, identity_key
 
 DOWN, UP, ALPHA = "lora_down.weight", "lora_up.weight", "alpha"
 
@@ -172,28 +166,9 @@ class LoRANetwork(nn.Module):
         ``conv_dim`` (LoCon) adds the ResNet and resampler layers; ``conv_alpha`` defaults to 1
         as in sd-scripts. Parts not trained get no modules, so the saved file has no keys for them.
         """
-        if len(text_encoders) != len(te_prefixes):
-            raise ValueError(f"{len(text_encoders)} text encoders but {len(te_prefixes)} key prefixes")
-        if not train_unet and not train_text_encoder:
-            raise TrainerError(
-                "Nothing to train: both the UNet and the text encoders are switched off.",
-                hint="Set at most one of network_train_unet_only / network_train_text_encoder_only.",
-                option="network_train_text_encoder_only",
-            )
-        if dim < 1:
-            raise TrainerError(f"network_dim must be at least 1, got {dim}.", hint="Use 4-128.", option="network_dim")
-        conv_rank = int(conv_dim or 0)  # 0 or None: no LoCon
-        if conv_rank < 0:
-            raise TrainerError(f"conv_dim must be positive, got {conv_dim}.", hint="Use 1-64, or leave it out.",
-                               option="network_args")
-        targets: list[Target] = []
-        if train_unet:
-            if unet is None:
-                raise ValueError("train_unet is set but no UNet was given")
-            targets += unet_targets(unet, unet_key_for_path, include_conv=conv_rank > 0)
-        if train_text_encoder:
-            for encoder, prefix in zip(text_encoders, te_prefixes):
-                targets += text_encoder_targets(encoder, prefix.rstrip("_"))
+        targets = collect_targets(unet, text_encoders, te_prefixes, unet_key_for_path, dim, conv_dim,
+                                  train_unet, train_text_encoder)
+        conv_rank = int(conv_dim or 0)
         conv_alpha_value = 1.0 if conv_alpha is None else conv_alpha
         modules = [
             LoRAModule(

@@ -25,7 +25,7 @@ installed transformers flattened ``CLIPTextModel`` and its paths lack ``text_mod
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -139,3 +139,45 @@ def _check_unique(targets: Iterable[Target]) -> None:
         if target.stem in seen:
             raise ValueError(f"{target.module_path!r} and {seen[target.stem]!r} both map to {target.stem!r}")
         seen[target.stem] = target.module_path
+
+
+def collect_targets(
+    unet: nn.Module | None,
+    text_encoders: "Sequence[nn.Module]",
+    te_prefixes: "Sequence[str]",
+    unet_key_for_path: KeyForPath,
+    dim: int,
+    conv_dim: int | None,
+    train_unet: bool,
+    train_text_encoder: bool,
+) -> list[Target]:
+    """Kohya's targets for the parts being trained, after checking the settings that pick them.
+
+    Shared by the LoRA/LoCon and DyLoRA networks; ``conv_dim`` set (above 0) adds LoCon's layers.
+    """
+    from trainer.errors import TrainerError
+
+    if len(text_encoders) != len(te_prefixes):
+        raise ValueError(f"{len(text_encoders)} text encoders but {len(te_prefixes)} key prefixes")
+    if not train_unet and not train_text_encoder:
+        raise TrainerError(
+            "Nothing to train: both the UNet and the text encoders are switched off.",
+            hint="Set at most one of network_train_unet_only / network_train_text_encoder_only.",
+            option="network_train_text_encoder_only",
+        )
+    if dim < 1:
+        raise TrainerError(f"network_dim must be at least 1, got {dim}.", hint="Use 4-128.", option="network_dim")
+    conv_rank = int(conv_dim or 0)  # 0 or None: no LoCon
+    if conv_rank < 0:
+        raise TrainerError(f"conv_dim must be positive, got {conv_dim}.", hint="Use 1-64, or leave it out.",
+                           option="network_args")
+    targets: list[Target] = []
+    if train_unet:
+        if unet is None:
+            raise ValueError("train_unet is set but no UNet was given")
+        targets += unet_targets(unet, unet_key_for_path, include_conv=conv_rank > 0)
+    if train_text_encoder:
+        for encoder, prefix in zip(text_encoders, te_prefixes):
+            targets += text_encoder_targets(encoder, prefix.rstrip("_"))
+    return targets
+

@@ -16,7 +16,6 @@ model loads instead of at the first sample an hour in.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
