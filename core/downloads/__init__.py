@@ -1,0 +1,1 @@
+"""Resumable, verified downloads of base models (Hugging Face, Civitai, direct URLs)."""
