@@ -66,5 +66,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path: Pa
     # Only the main process writes: one events file, each step reported once.
     events = [json.loads(line) for line in (tmp_path / "two" / "ddp_events.jsonl").read_text().splitlines()]
     assert events[0]["type"] == "start" and events[0]["processes"] == 2  # really two processes
+    assert sum(e["type"] == "start" for e in events) == 1
+    assert not list((tmp_path / "two").glob("ddp_events.*.jsonl"))  # no second writer moved it aside
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3, 4]
     assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.suffix == ".safetensors") == ["ddp.safetensors"]

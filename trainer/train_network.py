@@ -6,6 +6,7 @@ with what to do, without a traceback unless ``--debug`` is given, and recorded i
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -80,10 +81,11 @@ def run_training(config: TrainingConfig) -> Path:
     from trainer.session import events_path, prepare_session
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    from accelerate import PartialState
-
     paths = output_paths(config.output_dir or ".", config.output_name)
-    main_process = PartialState().is_main_process  # only the main process writes events
+    # Only the main process writes events. The launchers (accelerate, torchrun) set RANK; asking
+    # accelerate's PartialState here would be too early on CPU-only machines (it reports every
+    # process as the main one until the Accelerator has read ACCELERATE_USE_CPU).
+    main_process = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) == "0"
     events = EventWriter(events_path(config, paths) if config.output_dir else None, enabled=main_process)
     started = time.time()
     state = LoopState()
