@@ -27,7 +27,7 @@ from trainer.networks.lora import LoadReport, LoRANetwork
 from trainer.networks.lycoris_args import LycorisSettings
 from trainer.networks.lycoris_presets import LycorisPreset
 from trainer.networks.lycoris_targets import CONV, NORM, LycorisTarget, select_targets
-from trainer.networks.targets import KeyForPath, identity_key
+from trainer.networks.targets import KeyForPath, check_network_settings, identity_key
 
 # Algorithms whose bypass path (x -> adapter -> added to the base output) gives the same result as
 # rebuilding the weight; used automatically on half-precision bases (see _bypass_for).
@@ -252,14 +252,7 @@ def create_lycoris_network(
     ``dim`` / ``alpha`` are network_dim / network_alpha; ``conv_dim`` / ``conv_alpha`` default to
     them, as in LyCORIS. ``dropout`` (network_dropout) is used unless network_args has ``dropout``.
     """
-    if len(text_encoders) != len(te_prefixes):
-        raise ValueError(f"{len(text_encoders)} text encoders but {len(te_prefixes)} key prefixes")
-    if not train_unet and not train_text_encoder:
-        raise TrainerError("Nothing to train: both the UNet and the text encoders are switched off.",
-                           hint="Set at most one of network_train_unet_only / network_train_text_encoder_only.",
-                           option="network_train_text_encoder_only")
-    if dim < 1:
-        raise TrainerError(f"network_dim must be at least 1, got {dim}.", hint="Use 4-128.", option="network_dim")
+    check_network_settings(text_encoders, te_prefixes, dim, train_unet, train_text_encoder)
     targets = select_targets(unet, text_encoders, te_prefixes, preset, unet_key_for_path,
                              train_unet, train_text_encoder, settings.train_norm)
     conv_dim = settings.conv_dim or dim

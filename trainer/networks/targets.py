@@ -141,6 +141,23 @@ def _check_unique(targets: Iterable[Target]) -> None:
         seen[target.stem] = target.module_path
 
 
+def check_network_settings(text_encoders: "Sequence[nn.Module]", te_prefixes: "Sequence[str]", dim: int,
+                           train_unet: bool, train_text_encoder: bool) -> None:
+    """The checks every network type makes before it picks its modules."""
+    from trainer.errors import TrainerError
+
+    if len(text_encoders) != len(te_prefixes):
+        raise ValueError(f"{len(text_encoders)} text encoders but {len(te_prefixes)} key prefixes")
+    if not train_unet and not train_text_encoder:
+        raise TrainerError(
+            "Nothing to train: both the UNet and the text encoders are switched off.",
+            hint="Set at most one of network_train_unet_only / network_train_text_encoder_only.",
+            option="network_train_text_encoder_only",
+        )
+    if dim < 1:
+        raise TrainerError(f"network_dim must be at least 1, got {dim}.", hint="Use 4-128.", option="network_dim")
+
+
 def collect_targets(
     unet: nn.Module | None,
     text_encoders: "Sequence[nn.Module]",
@@ -157,16 +174,7 @@ def collect_targets(
     """
     from trainer.errors import TrainerError
 
-    if len(text_encoders) != len(te_prefixes):
-        raise ValueError(f"{len(text_encoders)} text encoders but {len(te_prefixes)} key prefixes")
-    if not train_unet and not train_text_encoder:
-        raise TrainerError(
-            "Nothing to train: both the UNet and the text encoders are switched off.",
-            hint="Set at most one of network_train_unet_only / network_train_text_encoder_only.",
-            option="network_train_text_encoder_only",
-        )
-    if dim < 1:
-        raise TrainerError(f"network_dim must be at least 1, got {dim}.", hint="Use 4-128.", option="network_dim")
+    check_network_settings(text_encoders, te_prefixes, dim, train_unet, train_text_encoder)
     conv_rank = int(conv_dim or 0)  # 0 or None: no LoCon
     if conv_rank < 0:
         raise TrainerError(f"conv_dim must be positive, got {conv_dim}.", hint="Use 1-64, or leave it out.",

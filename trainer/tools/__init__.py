@@ -8,3 +8,16 @@
 
 They work on files only and never import ``core`` or ``widgets``.
 """
+from __future__ import annotations
+
+import sys
+
+from trainer.errors import TrainerError
+
+
+def report_error(error: TrainerError, debug: bool) -> int:
+    """The tools' shared error exit: the message and hint on stderr, exit code 2; ``--debug`` re-raises."""
+    if debug:
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return 2

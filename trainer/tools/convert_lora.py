@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from trainer.errors import TrainerError
+from trainer.tools import report_error
 from trainer.saving.lora_file import read_lora_file, save_lora_file
 from trainer.tools.lora_info import family_of, group_modules
 
@@ -139,10 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         report = convert_lora(args.model, args.save_to, args.to, args.sd_model, args.model_config,
                               args.save_precision, args.overwrite)
     except TrainerError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error, args.debug)
     print(f"converted {report.modules} modules to {report.to}: {report.save_to}")
     return 0
 

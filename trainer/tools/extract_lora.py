@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from trainer.errors import TrainerError
+from trainer.tools import report_error
 from trainer.saving.lora_file import save_lora_file
 
 
@@ -142,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         report = extract_lora(args.model_org, args.model_tuned, args.save_to, args.dim, args.conv_dim,
                               args.model_config, args.min_diff, args.save_precision, args.device, args.overwrite)
     except TrainerError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error, args.debug)
     print(f"extracted {report.modules} modules from {', '.join(report.parts)}"
           + (f" (unchanged, left out: {', '.join(report.skipped_parts)})" if report.skipped_parts else ""))
     print(f"saved {report.save_to}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from trainer.errors import TrainerError
+from trainer.tools import report_error
 from trainer.saving.lora_file import read_lora_file
 
 # Suffix -> algorithm family, longest suffixes first so "lora_down.weight" never matches "weight".
@@ -223,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = lora_info(args.file)
     except TrainerError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error, args.debug)
     print(json.dumps(asdict(info), indent=2) if args.json else format_info(info))
     return 0
 

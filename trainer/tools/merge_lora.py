@@ -31,6 +31,7 @@ import safetensors.torch
 import torch
 
 from trainer.errors import TrainerError
+from trainer.tools import report_error
 from trainer.saving.lora_file import SAVE_DTYPES, read_lora_file, save_lora_file
 from trainer.tools.lora_info import family_of, group_modules
 
@@ -208,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             report = merge_loras(args.models, args.save_to, args.ratios, args.concat, args.new_rank,
                                  args.save_precision, args.overwrite)
     except TrainerError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error, args.debug)
     for path, count in report.merged.items():
         print(f"merged {count} modules from {path}")
     print(f"saved {report.save_to}")

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from trainer.errors import TrainerError
+from trainer.tools import report_error
 from trainer.saving.lora_file import read_lora_file, save_lora_file
 from trainer.tools.lora_info import family_of, group_modules
 
@@ -223,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         report = resize_lora(args.model, args.save_to, args.new_rank, args.new_conv_rank, args.dynamic_method,
                              args.dynamic_param, args.save_precision, args.device, args.overwrite)
     except TrainerError as error:
-        if args.debug:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return report_error(error, args.debug)
     for module in report.modules:
         if args.verbose or len(report.modules) <= 40:
             print(f"{module.stem}: rank {module.old_rank} -> {module.new_rank}, "
