@@ -367,3 +367,52 @@ def test_merge_loras_into_one_concat_is_exact_and_svd_is_the_best_rank(tmp_path:
         torch.testing.assert_close(delta(small, stem), u[:, :3] @ torch.diag(s[:3]) @ vh[:3], rtol=1e-5, atol=1e-6)
     assert meta["ss_network_dim"] == "3"
     assert merge_main(["--models", str(a), "--save_to", str(tmp_path / "x.safetensors")]) == 2  # neither mode
+
+
+def test_merge_into_sdxl_single_file_matches_runtime_lora(tmp_path: Path, tiny_sdxl) -> None:
+    """SDXL: SGM-layout stems, two text encoders and LoCon convs merge like the LoRA applied at run time."""
+    from diffusers import StableDiffusionXLPipeline
+
+    from trainer.checkpoint_layout import UNetLayout, unet_module_to_ldm
+    from trainer.networks.lora import LoRANetwork
+    from trainer.tools.merge_lora import merge_lora
+
+    ref = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl.diffusers_dir)
+    layout = UNetLayout.from_config(ref.unet.config)
+    network = LoRANetwork.create(ref.unet, [ref.text_encoder, ref.text_encoder_2], ["lora_te1", "lora_te2"],
+                                 lambda p: unet_module_to_ldm(p, layout), dim=4, alpha=2.0, conv_dim=2,
+                                 conv_alpha=1.0)
+    gen = torch.Generator().manual_seed(13)
+    state = {k: (torch.randn(v.shape, generator=gen) * 0.05 if k.endswith("lora_up.weight") else v)
+             for k, v in network.kohya_state_dict().items()}
+    assert any(k.startswith("lora_unet_input_blocks_") for k in state)  # kohya's SDXL (SGM) stems
+    lora = tmp_path / "sdxl_style.safetensors"
+    save_lora_file(lora, state, {})
+    out = tmp_path / "sdxl_merged.safetensors"
+    report = merge_lora(tiny_sdxl.single_file, [lora], out, ratios=[0.6], model_config=str(tiny_sdxl.config_dir))
+    assert report.merged[str(lora)] == len(network.loras)
+
+    merged = StableDiffusionXLPipeline.from_single_file(str(out), config=str(tiny_sdxl.config_dir))
+    latents = torch.randn((1, 4, 8, 8), generator=gen)
+    context = torch.randn((1, 77, merged.unet.config.cross_attention_dim), generator=gen)
+    pooled = torch.randn((1, ref.text_encoder_2.config.projection_dim), generator=gen)
+    conditioning = {"text_embeds": pooled, "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])}
+    tokens = ref.tokenizer(["a tiny test"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+
+    def run(pipe):
+        with torch.no_grad():
+            unet_out = pipe.unet(latents, 10, encoder_hidden_states=context, added_cond_kwargs=conditioning).sample
+            te1 = pipe.text_encoder(tokens, output_hidden_states=True).hidden_states[-2]
+            te2 = pipe.text_encoder_2(tokens, output_hidden_states=True).hidden_states[-2]
+        return unet_out, torch.cat([te1, te2], dim=-1)
+
+    base_unet, base_te = run(ref)
+    network.load_kohya_state_dict(state)
+    network.set_multiplier(0.6)
+    network.apply()
+    expected_unet, expected_te = run(ref)
+    got_unet, got_te = run(merged)
+    assert (expected_unet - base_unet).abs().max() > 1e-3  # the LoRA really changes both parts
+    assert (expected_te - base_te).abs().max() > 1e-3
+    torch.testing.assert_close(got_unet, expected_unet, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_te, expected_te, rtol=1e-4, atol=1e-4)
