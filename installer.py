@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="use the project's .venv (created if missing) and register a Jupyter kernel")
     where.add_argument("--no-venv", action="store_const", const=False, dest="venv",
                        help="never use a .venv: install into the running Python")
-    add("--dev", action="store_true", help="also install requirements-dev.txt (tests)")
+    add("--dev", action="store_true", help="also install requirements-dev.txt (tests) and, when missing, Debian's "
+        "chromium with apt-get (the real-browser test; CHROMIUM_PATH names another browser)")
     add("--reinstall-torch", action="store_true", help="replace a CPU or broken torch with the CUDA build "
         "(with --torch-index-url: also switch a CUDA build to another CUDA version)")
     add("--torch-index-url", default=os.environ.get("TORCH_INDEX_URL") or None, metavar="URL",
@@ -68,7 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check(options: Options) -> int:
-    """0 when torch, onnxruntime and every requirement are installed in the target Python, else 1."""
+    """0 when torch, onnxruntime and every requirement are installed in the target Python (and, with --dev,
+    Chromium is found), else 1."""
     if version_error(tuple(sys.version_info[:3]), sys.executable):  # type: ignore[arg-type]
         return 1
     try:
@@ -77,6 +79,8 @@ def check(options: Options) -> int:
         return 1
     if found is None or (choose_target(facts, options).use_venv and not venv_python().exists()):
         return 1  # found may describe the Python a new .venv would share, not the .venv itself
+    if options.dev and not facts.chromium:
+        return 1  # the browser test's Chromium
     return 0 if found.ready else 1
 
 

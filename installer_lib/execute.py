@@ -57,6 +57,8 @@ def describe_plan(facts: MachineFacts, plan: InstallPlan) -> str:
         f"onnxruntime: {plan.onnxruntime_note}",
         f"packages:    {plan.requirements_note}",
     ]
+    if plan.browser_note:
+        lines.append(f"browser:     {plan.browser_note}")
     lines += [f"WARNING: {warning}" for warning in plan.warnings]
     lines += ["Commands:"] + ([f"  $ {shlex.join(s.argv)}" for s in plan.steps] or ["  (none: already installed)"])
     return "\n".join(lines)

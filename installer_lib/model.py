@@ -85,6 +85,12 @@ class MachineFacts:
     unmet_requirements: tuple[str, ...] | None = None  # None: unknown (target not there yet)
     kernel_python: str | None = None  # interpreter of the registered lora-easy-training kernel
     platform: str = sys.platform
+    # For --dev (the real-browser test): the Chromium found, $CHROMIUM_PATH as given, and how apt can run.
+    chromium: str | None = None
+    chromium_setting: str = ""
+    apt_get: bool = False
+    is_root: bool = False
+    sudo: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class InstallPlan:
     torch_note: str = ""
     onnxruntime_note: str = ""
     requirements_note: str = ""
+    browser_note: str = ""  # --dev only: the Chromium of the browser test
     warnings: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
 

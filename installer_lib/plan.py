@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from installer_lib.browser import plan_browser
 from installer_lib.model import (
     KERNEL_DISPLAY_NAME, KERNEL_NAME, PROJECT_ROOT, SUPPORTED_PYTHON, TORCH_CPU_INDEX_URL, TORCH_HELP_URL,
     TORCH_PIN, VENV_DIR, InstallPlan, MachineFacts, Options, Step, Target, requirement_files, venv_python,
@@ -196,4 +197,5 @@ def plan_install(facts: MachineFacts, options: Options) -> InstallPlan:
              "--display-name", KERNEL_DISPLAY_NAME],
             "The kernel only matters for a Jupyter started outside this project; ./jupyter.sh works without it.",
         ))
+    plan_browser(facts, options, plan)  # may set plan.error: the caller then runs nothing
     return plan

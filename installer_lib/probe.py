@@ -14,6 +14,7 @@ import sysconfig
 from dataclasses import replace
 from pathlib import Path
 
+from installer_lib.browser import CHROMIUM_ENV, find_chromium
 from installer_lib.model import (
     KERNEL_NAME, PROJECT_ROOT, VENV_DIR, GpuInfo, MachineFacts, Options, ProbeReport, TorchInfo,
     requirement_files, venv_python,
@@ -109,6 +110,11 @@ def host_facts() -> MachineFacts:
         writable=os.access(sysconfig.get_path("purelib"), os.W_OK),
         venv_exists=venv_python().exists(),
         host_has_torch=host_torch,
+        chromium=find_chromium(),
+        chromium_setting=os.environ.get(CHROMIUM_ENV, ""),
+        apt_get=shutil.which("apt-get") is not None,
+        is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
+        sudo=shutil.which("sudo") is not None,
     )
 
 

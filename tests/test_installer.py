@@ -28,8 +28,8 @@ CPU_TORCH = TorchInfo(version="2.13.0+cpu")
 
 
 def facts(**changes: object) -> MachineFacts:
-    """A plain writable Python 3.11 with nothing installed, changed where a test says so."""
-    base = MachineFacts(python_version=(3, 11, 7), python_path="/usr/bin/python3")
+    """A plain writable Python 3.11 with nothing installed (but Chromium), changed where a test says so."""
+    base = MachineFacts(python_version=(3, 11, 7), python_path="/usr/bin/python3", chromium="/usr/bin/chromium")
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
