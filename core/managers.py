@@ -5,7 +5,10 @@ Later managers (models, datasets, training, utilities) live in their own modules
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 from core.environment import (
     EnvironmentReport,
@@ -20,12 +23,31 @@ from core.paths import ProjectPaths
 __all__ = [
     "EnvWarning",
     "EnvironmentReport",
+    "FolderSpace",
     "GpuInfo",
     "Platform",
     "SetupManager",
     "detect_environment",
     "detect_platform",
 ]
+
+
+@dataclass(frozen=True)
+class FolderSpace:
+    """One project folder, whether it exists yet, and the free disk space where it is (or will be)."""
+
+    name: str
+    path: Path
+    exists: bool
+    free_gb: float
+
+
+def free_gb(folder: Path) -> float:
+    """Free space in GB on the disk holding ``folder`` (its nearest existing parent if it does not exist)."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return round(shutil.disk_usage(existing).free / 1024**3, 2)
 
 
 class SetupManager:
@@ -42,6 +64,12 @@ class SetupManager:
     def prepare_folders(self) -> ProjectPaths:
         """Create the datasets/models/outputs/... folders and return where they are."""
         return self.paths.ensure()
+
+    def folder_space(self) -> list[FolderSpace]:
+        """Every project folder with its free disk space (folders may sit on different disks)."""
+        return [FolderSpace(item.name, Path(getattr(self.paths, item.name)),
+                            Path(getattr(self.paths, item.name)).is_dir(), free_gb(getattr(self.paths, item.name)))
+                for item in fields(self.paths)]
 
     def report_text(self) -> str:
         """The environment report as plain text, for the CLI and for logs."""

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from core.downloads.tokens import resolve_token
 from core.errors import CoreError
 
 log = logging.getLogger(__name__)
+ProgressCallback = Callable[[int, "int | None"], None]
 PRESETS_FILE = Path(__file__).with_name("model_presets.toml")
 
 
@@ -74,13 +75,26 @@ def download_model(source: str, dest: Path, name: str | None = None, sha256: str
                    file_name: str | None = None, hf_token: str | None = None, civitai_token: str | None = None,
                    token_file: Path | None = None, environ: Mapping[str, str] | None = None,
                    progress: bool = True, retries: int = 5, backoff: float = 1.0,
-                   timeout: float = 60.0) -> DownloadResult:
+                   timeout: float = 60.0, on_progress: ProgressCallback | None = None) -> DownloadResult:
     """Download ``source`` into folder ``dest`` and return where it landed.
 
     ``name`` renames the saved file (its extension is kept); ``sha256`` is checked in addition
     to the hash Civitai reports; ``file_name`` picks a non-primary file of a Civitai version.
+    ``on_progress(bytes_so_far, total_or_None)`` is called as bytes arrive (a notebook progress
+    bar; ``progress`` switches the console's tqdm bar) and once more with the full size at the end.
     Raises :class:`CoreError` with a hint on every failure the user can act on.
     """
+    result = _download_model(source, dest, name, sha256, file_name, hf_token, civitai_token, token_file, environ,
+                             progress, retries, backoff, timeout, on_progress)
+    if on_progress is not None:
+        on_progress(result.size, result.size)  # also for a file that was already there: the bar ends full
+    return result
+
+
+def _download_model(source: str, dest: Path, name: str | None, sha256: str | None, file_name: str | None,
+                    hf_token: str | None, civitai_token: str | None, token_file: Path | None,
+                    environ: Mapping[str, str] | None, progress: bool, retries: int, backoff: float,
+                    timeout: float, on_progress: ProgressCallback | None) -> DownloadResult:
     env = os.environ if environ is None else environ
     presets = load_presets()
     if source in presets:
@@ -92,11 +106,12 @@ def download_model(source: str, dest: Path, name: str | None = None, sha256: str
     dest.mkdir(parents=True, exist_ok=True)
 
     def options(token: str | None) -> HttpOptions:
-        return HttpOptions(token=token, retries=retries, backoff=backoff, timeout=timeout, progress=progress)
+        return HttpOptions(token=token, retries=retries, backoff=backoff, timeout=timeout, progress=progress,
+                           on_progress=on_progress)
 
     if isinstance(parsed, HFSource):
         token = resolve_token("huggingface", hf_token, env, token_file)
-        return _download_hf(parsed, dest, name, sha256, token, hf_endpoint)
+        return _download_hf(parsed, dest, name, sha256, token, hf_endpoint, _callback_bar(on_progress, progress))
     if isinstance(parsed, CivitaiSource):
         opts = options(resolve_token("civitai", civitai_token, env, token_file))
         version = parsed.version_id or latest_version_id(parsed.model_id or 0, civitai_base, opts)
@@ -114,8 +129,31 @@ def download_model(source: str, dest: Path, name: str | None = None, sha256: str
     return download_to(parsed.url, dest / _with_extension(name, real_name), opts, sha256=sha256, size=size)
 
 
+def _callback_bar(on_progress: ProgressCallback | None, show: bool) -> type | None:
+    """A tqdm class for huggingface_hub that also feeds ``on_progress`` (None: the Hub's own bar)."""
+    if on_progress is None and show:
+        return None
+    from tqdm.auto import tqdm
+
+    class CallbackBar(tqdm):
+        def __init__(self, *args, **kwargs):
+            if not show:
+                kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            # Counted here: a disabled tqdm stops counting, and the callback must still move.
+            self._bytes = int(kwargs.get("initial") or 0)
+
+        def update(self, n=1):
+            self._bytes += int(n or 0)
+            if on_progress is not None:
+                on_progress(self._bytes, int(self.total) if self.total else None)
+            return super().update(n)
+
+    return CallbackBar
+
+
 def _download_hf(source: HFSource, dest: Path, name: str | None, sha256: str | None, token: str | None,
-                 endpoint: str | None) -> DownloadResult:
+                 endpoint: str | None, bar_class: type | None = None) -> DownloadResult:
     """Through huggingface_hub: it resumes, verifies the Hub's own hash, and honours HF_ENDPOINT."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
@@ -129,7 +167,7 @@ def _download_hf(source: HFSource, dest: Path, name: str | None, sha256: str | N
     where = f"{source.repo_id}/{source.filename}"
     try:
         path = Path(hf_hub_download(source.repo_id, source.filename, revision=source.revision, local_dir=dest,
-                                    token=token or False, endpoint=endpoint))
+                                    token=token or False, endpoint=endpoint, tqdm_class=bar_class))
     except LocalEntryNotFoundError:
         # The Hub was unreachable and nothing is cached: a network problem, not a wrong name.
         raise CoreError(f"Cannot reach the Hugging Face Hub for {where}.",

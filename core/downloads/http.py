@@ -17,6 +17,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -43,6 +44,8 @@ class HttpOptions:
     timeout: float = 60.0
     progress: bool = True
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # Called as on_progress(bytes_so_far, total_or_None) after every chunk (a notebook progress bar).
+    on_progress: Callable[[int, int | None], None] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -204,9 +207,13 @@ def _fetch(url: str, part: Path, start: int, total: int | None, options: HttpOpt
         mode = "ab" if start > 0 else "wb"
         with open(part, mode) as handle, tqdm(total=total, initial=start, unit="B", unit_scale=True,
                                              desc=dest.name, disable=not options.progress) as bar:
+            done = start
             for block in iter(lambda: response.read(_CHUNK), b""):
                 handle.write(block)
                 bar.update(len(block))
+                done += len(block)
+                if options.on_progress is not None:
+                    options.on_progress(done, total)
     return total
 
 
