@@ -13,8 +13,16 @@ import pytest
 
 from core.errors import CoreError
 from core.paths import ProjectPaths
-from core.training import EventFollower, RunMonitor, RunProgress, find_active_runs, start_run
-from core.training.run_process import run_files, trainer_command, trainer_environment
+from core.training.follow_events import EventFollower
+from core.training.run_monitor import RunMonitor
+from core.training.run_progress import RunProgress
+from core.training.run_process import (
+    find_active_runs,
+    run_files,
+    start_run,
+    trainer_command,
+    trainer_environment,
+)
 from core.training.run_records import FINISHED, RunRecord, is_our_trainer, read_records, write_record
 from core.training.run_text import eta_seconds, format_duration, format_loss, format_rate
 from tests.test_train_end_to_end import make_learnable_dataset
