@@ -12,15 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.datasets import booru, caption_history, captions, fixes, importers, remote, statistics, validation
+from core.datasets import (
+    booru, caption_history, captions, fixes, image_status, importers, remote, single_caption, thumbnails, uploads,
+    validation,
+)
 from core.datasets.caption_history import Snapshot, UndoResult
 from core.datasets.captions import CaptionEdit, EditPlan
 from core.datasets.fixes import FixResult
+from core.datasets.image_status import ImageStatus
 from core.datasets.importers import ImportResult
-from core.datasets.statistics import BucketSettings, DatasetStatistics
 from core.datasets.validation import ValidationReport, ValidationSettings
 from core.paths import ProjectPaths
+
+if TYPE_CHECKING:  # statistics uses the trainer's bucket code, which imports torch: loaded on first use only
+    from core.datasets.statistics import BucketSettings, DatasetStatistics
+    from core.datasets.tagging import TaggingRequest, TaggingSummary
 
 __all__ = ["DatasetManager", "main"]
 
@@ -57,6 +65,16 @@ class DatasetManager:
         """Where an import with these names lands: ``datasets/<project>/<repeats>_<concept>``."""
         return importers.subset_folder(self.datasets_dir, project, repeats, concept)
 
+    def create_dataset(self, project: str, repeats: int = 10, concept: str = "concept") -> Path:
+        """Make the empty ``datasets/<project>/<repeats>_<concept>`` folder (kept as it is when it exists)."""
+        folder = self.subset_dir(project, repeats, concept)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def image_folders(self, folder: Path | str) -> list[Path]:
+        """The folders of ``folder`` the trainer reads images from (its ``N_name`` folders, else itself)."""
+        return image_status.image_folders(self.folder(folder))
+
     # --- import -----------------------------------------------------------------------------------
 
     def import_zip(self, zip_path: Path | str, project: str, repeats: int = 10, concept: str = "concept", **options) -> ImportResult:
@@ -78,6 +96,11 @@ class DatasetManager:
     def import_booru(self, url: str, project: str, repeats: int = 10, concept: str = "concept", **options) -> ImportResult:
         """Download through gallery-dl and clean the tags (see :func:`core.datasets.booru.import_booru`)."""
         return booru.import_booru(url, self.datasets_dir, project, repeats, concept, **options)
+
+    def import_uploads(self, files: Sequence[uploads.UploadedFile], project: str, repeats: int = 10,
+                       concept: str = "concept", **options) -> ImportResult:
+        """Import files uploaded through the browser (see :func:`core.datasets.uploads.import_uploads`)."""
+        return uploads.import_uploads(files, self.datasets_dir, project, repeats, concept, **options)
 
     @staticmethod
     def booru_available() -> bool:
@@ -106,10 +129,22 @@ class DatasetManager:
         """Rewrite odd-mode images as RGB PNG/JPEG; originals kept in ``_originals/``."""
         return fixes.convert_images(report, tuple(kinds), image_format=image_format, paths=paths)
 
+    def image_statuses(self, folder: Path | str, report: ValidationReport | None = None) -> list[ImageStatus]:
+        """One status per image: from ``report`` when given, else listing only (fast, nothing decoded)."""
+        if report is not None:
+            return image_status.statuses_from_report(report)
+        return image_status.quick_statuses(self.folder(folder))
+
+    def thumbnails(self, images: Sequence[Path], side: int = thumbnails.DEFAULT_SIDE) -> list[bytes | None]:
+        """Cached JPEG thumbnails (in the cache folder; the images are only read); None for unreadable ones."""
+        return thumbnails.make_thumbnails(list(images), self.paths.cache, side)
+
     # --- statistics -------------------------------------------------------------------------------
 
     def statistics(self, folder: Path | str, settings: BucketSettings | None = None, **options) -> DatasetStatistics:
         """Counts, resolutions, the trainer's bucket table and steps, tag frequency."""
+        from core.datasets import statistics  # imports torch (the trainer's bucket maths): only when asked
+
         return statistics.compute_statistics(self.folder(folder), settings, **options)
 
     # --- captions ---------------------------------------------------------------------------------
@@ -136,6 +171,25 @@ class DatasetManager:
     def undo_captions(self, folder: Path | str, snapshot_id: str | None = None, force: bool = False) -> UndoResult:
         """Restore the captions from before the latest edit (or ``snapshot_id``), byte for byte."""
         return caption_history.undo(self.folder(folder), snapshot_id, force=force)
+
+
+    @staticmethod
+    def read_caption(image: Path | str) -> str:
+        """The caption text of one image (\"\" when it has none)."""
+        return single_caption.read_caption_text(Path(image))
+
+    def save_caption(self, folder: Path | str, image: Path | str, text: str) -> Snapshot | None:
+        """Write one image's caption by hand, snapshot first so ``undo_captions(folder)`` restores it."""
+        return single_caption.save_caption(self.folder(folder), Path(image), text)
+
+    # --- tagging ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def tag_dataset(request: TaggingRequest, progress=None, log=None) -> TaggingSummary:
+        """WD14 tags or BLIP captions for every image folder, undoable (see :mod:`core.datasets.tagging`)."""
+        from core.datasets import tagging
+
+        return tagging.tag_dataset(request, progress, log or (lambda _text: None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
