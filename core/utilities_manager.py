@@ -24,7 +24,7 @@ from core.hub.upload import UploadResult, upload_dataset, upload_lora
 
 __all__ = [
     "ExtractOutcome", "LoraSummary", "MergeOutcome", "ResizeOutcome", "UploadResult", "extract", "find_sample_images",
-    "inspect_lora", "latest_lora", "merge", "resize", "upload_dataset", "upload_lora",
+    "inspect_lora", "latest_lora", "list_loras", "merge", "resize", "upload_dataset", "upload_lora",
 ]
 
 
@@ -210,6 +210,14 @@ def _config_output(config_file: Path) -> tuple[Path | None, str | None]:
     return folder, (str(flat["output_name"]) if flat.get("output_name") else None)
 
 
+def list_loras(outputs: Path | None, limit: int = 200) -> list[Path]:
+    """LoRA files under ``outputs``, newest first (training states left out)."""
+    if not outputs or not Path(outputs).is_dir():
+        return []
+    found = [p for p in Path(outputs).rglob("*.safetensors") if p.is_file() and not _in_state_folder(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)[:limit]
+
+
 def latest_lora(outputs: Path | None, config_file: str | Path | None = None) -> Path | None:
     """The newest LoRA the last training wrote: from the config's output folder, else anywhere in ``outputs``."""
     candidates: list[Path] = []
@@ -217,8 +225,8 @@ def latest_lora(outputs: Path | None, config_file: str | Path | None = None) -> 
         folder, name = _config_output(Path(config_file))
         if folder and folder.is_dir():
             candidates = [p for p in folder.glob(f"{name or ''}*.safetensors") if p.is_file()]
-    if not candidates and outputs and Path(outputs).is_dir():
-        candidates = [p for p in Path(outputs).rglob("*.safetensors") if p.is_file() and not _in_state_folder(p)]
+    if not candidates:
+        candidates = list_loras(outputs, limit=1)
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
 
 
