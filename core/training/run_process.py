@@ -247,10 +247,15 @@ def start_run(config_file: Path, project_root: Path = PROJECT_ROOT, *, paths: Pr
     move_aside(files.log_file)
     command = trainer_command(config_file, num_processes, extra_args)
     started = time.time()
-    with files.log_file.open("wb") as log:
-        process = subprocess.Popen(command, cwd=str(project_root), stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=trainer_environment(environ))
+    try:
+        with files.log_file.open("wb") as log:
+            process = subprocess.Popen(command, cwd=str(project_root), stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True,
+                                       env=trainer_environment(environ))
+    except OSError as problem:
+        raise CoreError(f"The trainer could not be started: {problem}.",
+                        f"Check that {files.log_file.parent} is writable and that {project_root} holds the "
+                        "project (trainer/ folder).") from problem
     record = RunRecord(
         run_id=f"{files.output_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(started))}-{process.pid}",
         pid=process.pid, pgid=process.pid,  # start_new_session: the child leads its own group
