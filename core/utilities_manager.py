@@ -1,5 +1,14 @@
 """The utilities panel's entry point: inspect, resize, merge, extract, upload, and finding the latest LoRA.
 
+Command line (uploads; the token comes from ``HF_TOKEN`` or a saved ``hf auth login``, never
+from the command line, where it would land in the shell history)::
+
+    python -m core.utilities_manager upload-lora LORA --repo NAME [--public] [--samples]
+        [--images A.png ...] [--base-model HUB_ID] [--trigger WORD ...]
+    python -m core.utilities_manager upload-dataset FOLDER --repo NAME [--public]
+
+The other utilities have their own commands in ``trainer.tools``.
+
 Each function checks its paths first (a missing input or an existing output is a
 :class:`CoreError` naming the file), then calls the file tools in ``trainer.tools`` or the Hub
 upload in ``core.hub``, and returns a small dataclass the panel shows. Outputs never replace an
@@ -11,7 +20,9 @@ panel that imports this module opens fast.
 """
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 import tomllib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -247,6 +258,48 @@ def find_sample_images(lora_path: str | Path, limit: int = 4) -> list[Path]:
     if not found:
         return []
     last = max(step for step, _, _ in found)
-    return [p for _, _, p in sorted(item for item in found if item[0] == last)][:limit]
+    per_prompt: dict[int, Path] = {}
+    # "_2", "_3" variants are later runs with the same names: sorted last, so the newest wins.
+    for step, index, path in sorted(found, key=lambda item: (item[1], len(item[2].name), item[2].name)):
+        if step == last:
+            per_prompt[index] = path
+    return [per_prompt[index] for index in sorted(per_prompt)][:limit]
 
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line uploads; errors print as one message with a hint (exit 2), no traceback."""
+    parser = argparse.ArgumentParser(prog="python -m core.utilities_manager", description="Upload to Hugging Face.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    lora = commands.add_parser("upload-lora", help="a LoRA with a model card (and sample images)")
+    lora.add_argument("lora", type=Path)
+    lora.add_argument("--samples", action="store_true", help="add the latest training samples beside the LoRA")
+    lora.add_argument("--images", nargs="*", type=Path, default=[], help="sample images to add")
+    lora.add_argument("--base-model", help="Hub id of the base model, for the card")
+    lora.add_argument("--trigger", nargs="*", help="trigger words (default: from the LoRA's metadata)")
+    data = commands.add_parser("upload-dataset", help="a dataset folder (images and captions)")
+    data.add_argument("folder", type=Path)
+    for command in (lora, data):
+        command.add_argument("--repo", required=True, help="name or user/name")
+        command.add_argument("--public", action="store_true", help="make a new repo public (default: private)")
+        command.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "upload-lora":
+            images = [*args.images, *(find_sample_images(args.lora) if args.samples else [])]
+            result = upload_lora(args.lora, args.repo, images=images, private=not args.public,
+                                 base_model=args.base_model, trigger_words=args.trigger)
+        else:
+            result = upload_dataset(args.folder, args.repo, private=not args.public)
+    except CoreError as error:
+        if args.debug:
+            raise
+        print(f"Error: {error}", file=sys.stderr)
+        return 2
+    print(f"Uploaded {len(result.files)} files to {result.url}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

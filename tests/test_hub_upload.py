@@ -160,6 +160,23 @@ def test_upload_dataset_skips_rejects_originals_and_history(tmp_path, monkeypatc
     assert any("/api/datasets/artist/mychar-data/commit/main" in path for _, path, _ in hub.requests)
 
 
+def test_command_line_upload_takes_the_token_from_the_environment(tmp_path, monkeypatch, capsys):
+    from core.utilities_manager import main
+
+    allow_hub_requests(monkeypatch)
+    lora = make_trained_lora(tmp_path / "cli.safetensors")
+    with fake_hub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.base)
+        assert main(["upload-lora", str(lora), "--repo", "cli", "--trigger", "zk"]) == 2  # no token yet
+        monkeypatch.setenv("HF_TOKEN", WRITE_TOKEN)
+        assert main(["upload-lora", str(lora), "--repo", "cli", "--public", "--trigger", "zk"]) == 0
+    printed = capsys.readouterr()
+    assert "No Hugging Face token" in printed.err and f"{hub.base}/{USER}/cli" in printed.out
+    assert hub.creates == [{"name": "cli", "organization": None, "visibility": "public"}]
+    assert front_matter(hub.commits[0]["files"]["README.md"].decode())["instance_prompt"] == "zk"
+    assert WRITE_TOKEN not in printed.out + printed.err
+
+
 def test_base_model_resolution() -> None:
     assert resolve_base_model(None, "sd_xl_base_1.0.safetensors", "SDXL") == "stabilityai/stable-diffusion-xl-base-1.0"
     assert resolve_base_model(None, "Laxhar/noobai-XL-1.1", "SDXL") == "Laxhar/noobai-XL-1.1"
