@@ -71,7 +71,7 @@ class CaptionPanel(Panel):
                       self.replace, self.substring, self.sort_tags, self.keep_first, self.dedupe):
             field.observe(lambda _change: self._forget_plan(), names="value")
         self.editor = CaptionEditor(self.manager, lambda: self.context.dataset_folder, self.messages, self.guarded,
-                                    on_saved=self._changed)
+                                    on_saved=self._notify)
         self._finish([
             self.folder_label, self.operation, *self.pages.values(),
             w.HBox([self.preview_button, self.apply_button, self.undo_button]), self.preview_html,
@@ -164,7 +164,10 @@ class CaptionPanel(Panel):
         self._changed()
 
     def _changed(self) -> None:
-        self.editor.show(self.editor.image_select.value)
+        self.editor.show(self.editor.image_select.value)  # a bulk edit or undo may have changed the caption on show
+        self._notify()
+
+    def _notify(self) -> None:
         if self.on_captions_changed is not None:
             self.on_captions_changed()
 
