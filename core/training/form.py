@@ -126,7 +126,8 @@ def _with_project_defaults(values: dict[str, Any], project: str, paths: ProjectP
     """Output under ``outputs/<project>``, named after the project; logs under ``logs/<project>``."""
     filled = dict(values)
     filled.setdefault("output_dir", str(paths.outputs / project))
-    filled.setdefault("output_name", project)
+    if filled.get("output_name") in (None, BY_NAME["output_name"].default):  # the table's "last" names no project
+        filled["output_name"] = project
     if filled.get("log_with"):
         filled.setdefault("logging_dir", str(paths.logs / project))
     return filled

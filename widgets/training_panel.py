@@ -1,0 +1,389 @@
+"""Training panel: project, base model, dataset, preset and every option of the trainer's table, with
+live checks, a preview of the exact files, named configs, imports, and Start.
+
+View only: ``core.training`` checks values, writes the files and finds the problems. Basic mode
+shows the few options a beginner needs; advanced mode (built on first use) shows every option,
+grouped, each with its explanation one click away. The trainer's cross-option rules import torch,
+so they run in a worker thread after the quick checks have been shown; ``wait()`` blocks until
+that worker is idle (tests use it).
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as w
+
+from core.errors import CoreError
+from core.training import (
+    ModelFacts, TrainingForm, find_base_models, import_kohya_json, import_sd_scripts_toml, list_configs, live_checks,
+    load_config, load_training_presets, repeat_folders, save_config, suggest_preset, write_run_config,
+)
+from trainer.options import GROUP_TITLES, OPTIONS, SUBSET
+from widgets.base import Panel, button, labelled
+from widgets.context import BASE_MODEL, CONFIG_FILE, DATASET_FOLDER, PROJECT_NAME, NotebookContext
+from widgets.training_fields import OptionField
+from widgets.training_views import FolderSettings, finding_row, preview_html, steps_html
+
+NO_PRESET = ""
+OTHER_MODEL = ""
+_TOP = ("pretrained_model_name_or_path", "train_data_dir")  # shown beside the base model / dataset pickers
+_FOLDER_KEYS = ("image_dir", "num_repeats", "class_tokens", "is_reg")
+_BASIC = frozenset(o.name for o in OPTIONS if o.level == "basic")
+
+
+class TrainingPanel(Panel):
+    """Configure a LoRA run. Widgets tests drive: ``project``, ``base_model``, ``preset``, ``fields``
+    (option name -> OptionField), ``advanced``, ``fix_buttons``, ``config_name``, ``overwrite``,
+    ``save_button``, ``load_choice``, ``load_button``, ``import_path``, ``import_button``,
+    ``start_button``, ``steps_html``, ``findings_box``, ``preview``."""
+
+    title = "Training"
+
+    def __init__(self, context: NotebookContext, on_start: Callable[[Path], Any] | None = None, *,
+                 vram_gb: float | None = None, has_cuda: bool | None = None) -> None:
+        super().__init__()
+        self.context = context
+        self.on_start = on_start
+        if has_cuda is None:
+            from core.environment import probe_nvidia_smi  # nvidia-smi only; returns at once without a GPU
+
+            gpus, _ = probe_nvidia_smi()
+            has_cuda = bool(gpus)
+            vram_gb = vram_gb if vram_gb is not None else (max(g.vram_gb for g in gpus) if gpus else None)
+        self.has_cuda, self.vram_gb = has_cuda, vram_gb
+        self.presets = load_training_presets()
+        self.fields: dict[str, OptionField] = {}
+        self.fix_buttons: list[w.Button] = []
+        self.report = None
+        self._models: dict[str, Any] = {}
+        self._quiet = 0  # > 0 while many values change at once (preset, load): one refresh at the end
+        self._generation = 0
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+        self._advanced_built = False
+
+        self.project = w.Text(value=context.get(PROJECT_NAME) or "my_lora", layout=w.Layout(width="300px"))
+        self.base_model = w.Dropdown(options=[("(type a path below)", OTHER_MODEL)], value=OTHER_MODEL,
+                                     layout=w.Layout(width="460px"))
+        self.refresh_models_button = button("Rescan models", tooltip="Look for new files in the models folder")
+        self.preset = w.Dropdown(options=[("(keep current values)", NO_PRESET)]
+                                 + [(p.label, key) for key, p in self.presets.items()],
+                                 value=NO_PRESET, layout=w.Layout(width="300px"))
+        self.preset_info = w.HTML()
+        for option in OPTIONS:
+            if option.level == "basic":
+                self._field(option.name)
+        basic_names = [o.name for o in OPTIONS if o.level == "basic" and o.name not in _TOP]
+        self.basic_box = w.VBox([self.fields[name].box for name in basic_names])
+        self.advanced = w.ToggleButton(value=False, description="Advanced mode", icon="sliders",
+                                       tooltip="Every option of the trainer, grouped, with explanations")
+        self.advanced_box = w.VBox(layout=w.Layout(display="none"))
+        self.folder_settings = FolderSettings(
+            [o.name for o in OPTIONS if SUBSET in o.scopes and o.name not in _FOLDER_KEYS], self._changed)
+
+        self.steps_html = w.HTML()
+        self.findings_box = w.VBox()
+        self.preview_toggle = w.ToggleButton(value=False, description="Preview files", icon="file-text-o")
+        self.preview = w.HTML(layout=w.Layout(display="none"))
+        self.config_name = w.Text(placeholder="name, e.g. first_try", layout=w.Layout(width="220px"))
+        self.overwrite = w.Checkbox(value=False, description="overwrite (old file kept in backups/)", indent=False)
+        self.save_button = button("Save config", "", "Save under training_configs/<project>/<name>.toml", "save")
+        self.load_choice = w.Dropdown(options=[], layout=w.Layout(width="220px"))
+        self.load_button = button("Load", "", "Load the chosen saved config", "folder-open")
+        self.import_path = w.Text(placeholder="path to an sd-scripts .toml or a kohya_ss .json",
+                                  layout=w.Layout(width="420px"))
+        self.import_button = button("Import", "", "Read the file into the form (nothing is run)", "upload")
+        self.start_button = button("Start training", "success", "Write the config and start the trainer", "play")
+
+        self._wire()
+        self._rescan_models()
+        self._sync_from_context()
+        self._refresh_saved()
+        self._finish([
+            labelled("Project name", self.project),
+            labelled("Base model", w.HBox([self.base_model, self.refresh_models_button])),
+            self.fields["pretrained_model_name_or_path"].box,
+            labelled("Dataset folder", w.HTML('<span class="lora-muted">the folder holding your N_name image '
+                                              "folders (train_data_dir)</span>")),
+            self.fields["train_data_dir"].box,
+            labelled("Preset", w.HBox([self.preset, self.preset_info])),
+            self.advanced, self.basic_box, self.advanced_box,
+            w.HTML("<b>Live checks</b>"), self.steps_html, self.findings_box,
+            self.preview_toggle, self.preview,
+            w.HBox([self.config_name, self.overwrite, self.save_button]),
+            w.HBox([self.load_choice, self.load_button]),
+            w.HBox([self.import_path, self.import_button]),
+            self.start_button,
+        ])
+        self._refresh()
+
+    # ------------------------------------------------------------------ building
+
+    def _field(self, name: str) -> OptionField:
+        if name not in self.fields:
+            option = next(o for o in OPTIONS if o.name == name)
+            self.fields[name] = OptionField(option, self.has_cuda, self._changed)
+        return self.fields[name]
+
+    def build_advanced(self) -> None:
+        """Create every option's widget, grouped by the table's groups (done once, on first use)."""
+        if self._advanced_built:
+            return
+        self._advanced_built = True
+        groups: dict[str, list[w.Widget]] = {group: [] for group in GROUP_TITLES}
+        for option in OPTIONS:
+            groups.setdefault(option.group, []).append(self._field(option.name).box)
+        accordion = w.Accordion(children=[w.VBox(boxes) for boxes in groups.values()])
+        for index, group in enumerate(groups):
+            accordion.set_title(index, GROUP_TITLES.get(group, group))
+        self.advanced_box.children = [accordion, w.HTML("<b>Per-folder settings</b>"), self.folder_settings.box]
+        self._update_folders()
+
+    def _wire(self) -> None:
+        self.project.observe(lambda c: self._project_changed(), names="value")
+        self.base_model.observe(lambda c: self._base_model_chosen(c["new"]), names="value")
+        self.refresh_models_button.on_click(self.guarded(lambda _b: self._rescan_models()))
+        self.preset.observe(lambda c: self.guarded(self.apply_preset)(c["new"]), names="value")
+        self.advanced.observe(lambda c: self._toggle_advanced(c["new"]), names="value")
+        self.preview_toggle.observe(lambda c: self._toggle_preview(c["new"]), names="value")
+        self.fields["train_data_dir"].widget.observe(lambda c: self._dataset_changed(), names="value")
+        self.save_button.on_click(self.guarded(lambda _b: self.save(), busy=self.save_button))
+        self.load_button.on_click(self.guarded(lambda _b: self.load(), busy=self.load_button))
+        self.import_button.on_click(self.guarded(lambda _b: self.import_file(), busy=self.import_button))
+        self.start_button.on_click(self.guarded(lambda _b: self.start(), busy=self.start_button))
+        self.context.on_change(BASE_MODEL, lambda value: self._rescan_models(select=value))
+        self.context.on_change(DATASET_FOLDER, lambda value: self._set_values({"train_data_dir": str(value)}))
+        self.context.on_change(PROJECT_NAME, lambda value: setattr(self.project, "value", value or ""))
+
+    def _sync_from_context(self) -> None:
+        if self.context.get(DATASET_FOLDER):
+            self.fields["train_data_dir"].set_value(str(self.context.get(DATASET_FOLDER)))
+        if self.context.get(BASE_MODEL):
+            self._rescan_models(select=self.context.get(BASE_MODEL))
+
+    # ------------------------------------------------------------------ reactions
+
+    @contextmanager
+    def _batch(self):
+        """Change many values with one refresh at the end."""
+        self._quiet += 1
+        try:
+            yield
+        finally:
+            self._quiet -= 1
+            if not self._quiet:
+                self._refresh()
+
+    def _changed(self) -> None:
+        if not self._quiet:
+            self._refresh()
+
+    def _project_changed(self) -> None:
+        self._refresh_saved()
+        self._changed()
+
+    def _toggle_advanced(self, on: bool) -> None:
+        if on:
+            self.build_advanced()
+        self.advanced_box.layout.display = "" if on else "none"
+        self.basic_box.layout.display = "none" if on else ""
+
+    def _toggle_preview(self, on: bool) -> None:
+        self.preview.layout.display = "" if on else "none"
+        if on:
+            self.preview.value = preview_html(getattr(self.report, "plan", None))
+
+    def _dataset_changed(self) -> None:
+        if self._advanced_built:
+            self._update_folders()
+
+    def _update_folders(self) -> None:
+        root = self.fields["train_data_dir"].value()
+        names = [name for name, *_ in repeat_folders(root)]
+        names += [name for name, *_ in repeat_folders(self._value("reg_data_dir"), is_reg=True)]
+        self.folder_settings.set_folders(names)
+
+    def _rescan_models(self, select: Any = None) -> None:
+        from core.models import load_presets
+
+        models = [m for m in find_base_models(self.context.paths.models, load_presets()) if m.usable]
+        self._models = {str(m.path): m for m in models}
+        options = [(m.label, str(m.path)) for m in models] + [("(type a path below)", OTHER_MODEL)]
+        chosen = str(select) if select else self.base_model.value
+        if select and str(select) not in self._models:
+            options.insert(0, (Path(str(select)).name, str(select)))
+        self.base_model.options = options
+        if chosen in dict((v, k) for k, v in options):
+            self.base_model.value = chosen
+
+    def _base_model_chosen(self, path: str) -> None:
+        if not path:
+            return
+        with self._batch():
+            self.fields["pretrained_model_name_or_path"].set_value(path)
+            model = self._models.get(path)
+            if model is not None:
+                key = suggest_preset(model.path, model.family, model.v_prediction, self.presets, model.model_preset)
+                if key and key != self.preset.value:
+                    self.preset.value = key  # applies it
+        self.context.set(BASE_MODEL, path)
+
+    def apply_preset(self, key: str) -> None:
+        """Set every value of preset ``key`` (the other options keep theirs)."""
+        if key == NO_PRESET:
+            self.preset_info.value = ""
+            return
+        preset = self.presets[key]
+        self._set_values(preset.values)
+        self.preset_info.value = f'<span class="lora-muted">{preset.description}</span>'
+
+    def _set_values(self, values: dict[str, Any]) -> None:
+        with self._batch():
+            for name, value in values.items():
+                self._field(name).set_value(value)
+                if name not in _BASIC and not self._advanced_built:
+                    self.build_advanced()  # an advanced value must be visible where the user can change it
+
+    def apply_fix(self, fix: dict[str, Any]) -> None:
+        """Apply a finding's fix: option -> value (None: back to default / unset)."""
+        self._set_values(fix)
+        self.messages.clear()
+        self.messages.ok("Applied: " + ", ".join(f"{k} = {v!r}" for k, v in fix.items()))
+
+    # ------------------------------------------------------------------ the form and the checks
+
+    def _value(self, name: str) -> Any:
+        field = self.fields.get(name)
+        return field.value() if field else None
+
+    def form(self) -> TrainingForm:
+        """The form as the widgets show it now."""
+        values = {name: field.value() for name, field in self.fields.items()}
+        overrides = {k: dict(v) for k, v in self.folder_settings.overrides.items() if v}
+        return TrainingForm(self.project.value.strip(), values, overrides)
+
+    def _facts(self) -> ModelFacts:
+        model = self._models.get(str(self._value("pretrained_model_name_or_path")))
+        return ModelFacts(model.family if model else None, model.v_prediction if model else None,
+                          self.vram_gb, self.has_cuda)
+
+    def _refresh(self) -> None:
+        """Quick checks now; the trainer's own rules in the worker, shown when they are done."""
+        form, facts = self.form(), self._facts()
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        quick = live_checks(form, self.context.paths, facts, include_rules=False)
+        with self._lock:
+            self._show(quick)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-checks")
+        self._pending = self._executor.submit(self._full_check, form, facts, generation)
+
+    def _full_check(self, form: TrainingForm, facts: ModelFacts, generation: int) -> None:
+        if generation != self._generation:
+            return  # values changed since: a newer check is queued
+        try:
+            report = live_checks(form, self.context.paths, facts, include_rules=True)
+        except Exception as problem:  # noqa: BLE001 - a check must never break the panel
+            self.messages.warning(f"The full checks could not run: {problem}")
+            return
+        with self._lock:
+            if generation == self._generation:
+                self._show(report)
+
+    def _show(self, report: Any) -> None:
+        self.report = report
+        self.steps_html.value = steps_html(report.steps)
+        rows, buttons = [], []
+        for finding in report.findings:
+            row, fix = finding_row(finding, self.guarded(self.apply_fix))
+            rows.append(row)
+            if fix is not None:
+                buttons.append(fix)
+        if not rows:
+            rows = [w.HTML('<div class="lora-muted">No problems found.</div>')]
+        self.findings_box.children = rows
+        self.fix_buttons = buttons
+        if self.preview_toggle.value:
+            self.preview.value = preview_html(report.plan)
+
+    def wait(self, timeout: float = 120.0) -> None:
+        """Block until the background checks are done (tests call it before reading findings)."""
+        pending = self._pending
+        if pending is not None:
+            pending.result(timeout=timeout)
+
+    # ------------------------------------------------------------------ files
+
+    def _refresh_saved(self) -> None:
+        try:
+            names = list_configs(self.context.paths, self.project.value.strip())
+        except CoreError:
+            names = []
+        self.load_choice.options = names
+
+    def save(self) -> Path:
+        """Save under the name typed (overwrite only when ticked; the old file goes to backups/)."""
+        saved = save_config(self.form(), self.context.paths, self.config_name.value.strip() or None,
+                            overwrite=self.overwrite.value)
+        self._refresh_saved()
+        self.messages.clear()
+        self.messages.ok(f"Saved {saved.path}" + (f" (previous version kept as {saved.backups[0]})"
+                                                   if saved.backups else ""))
+        return saved.path
+
+    def _show_loaded(self, result: Any, what: str) -> None:
+        with self._batch():
+            for field in self.fields.values():
+                field.set_value(None)
+            self.project.value = result.form.project
+            self._set_values(result.form.values)
+            self.folder_settings.replace(result.form.subset_overrides)
+            if result.form.subset_overrides:
+                self.build_advanced()
+            self.preset.value = NO_PRESET
+        self.messages.clear()
+        self.messages.ok(f"{what}: {', '.join(str(p) for p in result.files)}")
+        for warning in result.warnings:
+            self.messages.warning(warning)
+
+    def load(self) -> None:
+        """Load the saved config chosen in ``load_choice``."""
+        if not self.load_choice.value:
+            raise CoreError("No saved config chosen.", "Save one first, or pick one in the list.")
+        result = load_config(self.context.paths, self.project.value.strip(), self.load_choice.value)
+        self._show_loaded(result, "Loaded")
+
+    def import_file(self) -> None:
+        """Import an sd-scripts TOML or a kohya_ss GUI JSON file into the form."""
+        path = Path(self.import_path.value.strip()).expanduser()
+        if not str(path) or str(path) == ".":
+            raise CoreError("No file given to import.", "Paste the path of a .toml or kohya_ss .json config.")
+        reader = import_kohya_json if path.suffix.lower() == ".json" else import_sd_scripts_toml
+        self._show_loaded(reader(path, self.project.value.strip() or None), "Imported")
+
+    def start(self) -> Path | None:
+        """Write ``<project>/<project>.toml`` (earlier version kept) and hand it to ``on_start``."""
+        report = live_checks(self.form(), self.context.paths, self._facts(), include_rules=True)
+        self._show(report)
+        if report.errors:
+            first = report.errors[0]
+            raise CoreError(f"Not started: {first.message}", first.reason or "Fix the errors in the live checks.")
+        saved = write_run_config(self.form(), self.context.paths)
+        self.context.set(PROJECT_NAME, saved.plan.project)
+        self.context.set(CONFIG_FILE, saved.path)
+        self.messages.clear()
+        self.messages.ok(f"Config written: {saved.path}")
+        if self.on_start is not None:
+            self.on_start(saved.path)
+        return saved.path
+
+
+__all__ = ["TrainingPanel"]
