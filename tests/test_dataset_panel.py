@@ -273,3 +273,25 @@ def test_uploads_are_reduced_to_names_and_mixed_zips_refused(tmp_path: Path) -> 
     with pytest.raises(CoreError, match="both called"):
         import_uploads([UploadedFile("x/b.png", b"1"), UploadedFile("y/b.png", b"2")], datasets, "r")
     assert not list(datasets.glob(".upload-*"))
+
+
+def test_background_worker_runs_in_order_queues_and_reports_errors() -> None:
+    import threading
+
+    from widgets.base import Panel
+    from widgets.dataset_worker import BackgroundTask
+
+    panel = Panel()
+    task = BackgroundTask(panel.guarded)
+    gate, seen = threading.Event(), []
+    assert task.start(lambda: gate.wait(30) and "first", seen.append)
+    assert task.busy and not task.start(lambda: "refused", seen.append)
+    assert task.start(lambda: "queued early", seen.append, queue=True)
+    assert task.start(lambda: "queued late", seen.append, queue=True)  # replaces the earlier queued job
+    gate.set()
+    assert task.wait(30) and not task.busy
+    assert seen == ["first", "queued late"]
+    task.start(lambda: task.start(lambda: "inline", seen.append) and "outer", seen.append)
+    assert task.wait(30) and seen[-2:] == ["inline", "outer"]
+    task.start(lambda: 1 / 0, seen.append, lambda: seen.append("finally"))
+    assert task.wait(30) and seen[-1] == "finally" and "ZeroDivisionError" in panel.messages.text

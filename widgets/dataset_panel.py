@@ -164,7 +164,8 @@ class DatasetPanel(Panel):
             self.grid.set_items(self.manager.image_statuses(folder))
             return self.manager.validate(folder, self._settings())
 
-        self._start(work, self._show_report)
+        # Queued when busy: a tagging run or caption edit finishing during a check still gets shown.
+        self.task.start(work, self._show_report, queue=True)
 
     def _start(self, work, done) -> None:
         if not self.task.start(work, done):
