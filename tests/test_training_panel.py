@@ -109,9 +109,15 @@ def test_every_widget_reaches_the_toml_and_the_trainer(tmp_path: Path) -> None:
             assert isinstance(field.widget, w.Dropdown)
             assert field.widget.label != str(field.widget.value)  # labels are shown, values stored
         expected[name] = typed
+    assert panel.fields["xformers"].widget.disabled and "not used" in panel.fields["xformers"].flag_html.value
+    assert "NVIDIA GPU" in panel.fields["fp8_base"].flag_html.value  # needs_cuda, and this panel has no GPU
+    panel.fields["network_dim"].help_button.value = True
+    assert "network_dim" in panel.fields["network_dim"].help_html.value
+    assert panel.fields["network_dim"].help_html.layout.display == ""
     panel.project.value = "every"
     panel.config_name.value = "all_options"
     saved = panel.save()
+    assert panel.context.get(CONFIG_FILE) == saved
 
     config = load_training_config(saved)
     train_level = [name for name in expected if TRAIN in BY_NAME[name].scopes]

@@ -334,6 +334,7 @@ class TrainingPanel(Panel):
         saved = save_config(self.form(), self.context.paths, self.config_name.value.strip() or None,
                             overwrite=self.overwrite.value)
         self._refresh_saved()
+        self.context.set(CONFIG_FILE, saved.path)  # the monitor starts the config saved last
         self.messages.clear()
         self.messages.ok(f"Saved {saved.path}" + (f" (previous version kept as {saved.backups[0]})"
                                                    if saved.backups else ""))
