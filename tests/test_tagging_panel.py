@@ -12,6 +12,8 @@ from core.errors import CoreError
 from core.paths import ProjectPaths
 from custom.wd14.model import DEFAULT_REPO, KNOWN_REPOS
 from tests.fixtures.tagger import TinyTagger
+from tests.test_blip_captioner import WORDS as BLIP_WORDS
+from tests.test_blip_captioner import tiny_blip  # noqa: F401 - the tiny random BLIP fixture, reused
 from widgets.context import DATASET_FOLDER, NotebookContext
 from widgets.tagging_panel import LOCAL, TaggingPanel
 
@@ -137,3 +139,19 @@ def test_bad_model_folder_and_empty_dataset_are_clear_errors(tmp_path: Path, tin
         tag_dataset(TaggingRequest(folder=empty, model_dir=tiny_tagger.model_dir))
     with pytest.raises(CoreError, match="existing captions"):
         tag_dataset(TaggingRequest(folder=project, model_dir=tiny_tagger.model_dir, existing="clobber"))
+
+
+def test_blip_sentences_through_the_panel(tmp_path: Path, tiny_blip: Path) -> None:
+    context, project = _dataset(tmp_path)
+    mine = project / "10_flat" / "red.txt"
+    mine.write_text("keep me", encoding="utf-8")
+    panel = TaggingPanel(context)
+    panel.captioner.value = "blip"
+    panel.blip_model.value = str(tiny_blip)
+    panel.run_button.click()
+    assert panel.wait(180)
+    assert "Wrote 3 caption(s) for 4 image(s)" in panel.messages.text, panel.messages.text
+    assert mine.read_text(encoding="utf-8") == "keep me"
+    sentence = (project / "5_more" / "green.txt").read_text(encoding="utf-8")
+    assert sentence and set(sentence.split()) <= set(BLIP_WORDS) | {"[UNK]"}
+    assert str(tiny_blip) in panel.messages.text  # the model named in the summary

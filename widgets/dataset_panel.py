@@ -260,25 +260,27 @@ class DatasetPanel(Panel):
         self.convert_button.disabled = report is None or not report.of_kind(*v.ODD_MODE_KINDS)
 
     def fix(self, which: str) -> None:
-        """Apply one fix from the latest report: ``broken``, ``duplicates`` (moved aside) or ``convert``."""
+        """Apply one fix from the latest report (background): ``broken`` or ``duplicates`` (moved to
+        ``_rejected/``), or ``convert`` (odd modes to RGB, originals kept); then check again."""
         from core.datasets import validation as v
         from core.errors import CoreError
 
         report, folder = self.report, self._require_folder()
         if report is None:
             raise CoreError("Check the images first.", hint="Click 'Check every image'.")
-        if which == "broken":
-            result = self.manager.move_rejects(report, v.BROKEN_KINDS)
-        elif which == "duplicates":
-            result = self.manager.move_rejects(report, (v.DUPLICATE, v.NEAR_DUPLICATE))
-        elif which == "convert":
-            result = self.manager.convert_images(report, image_format=self.convert_format.value)
-        else:
-            raise ValueError(f"unknown fix {which!r}")
-        lines = result.summary_lines()
-        self.messages.ok(f"{len(result.moved)} moved, {len(result.converted)} converted. " + "; ".join(lines[:4])
-                         + (f"; and {len(lines) - 4} more" if len(lines) > 4 else ""))
-        self.load(folder)
+        fixes = {
+            "broken": lambda: self.manager.move_rejects(report, v.BROKEN_KINDS),
+            "duplicates": lambda: self.manager.move_rejects(report, (v.DUPLICATE, v.NEAR_DUPLICATE)),
+            "convert": lambda: self.manager.convert_images(report, image_format=self.convert_format.value),
+        }
+
+        def done(result) -> None:
+            lines = result.summary_lines()
+            self.messages.ok(f"{len(result.moved)} moved, {len(result.converted)} converted. " + "; ".join(lines[:4])
+                             + (f"; and {len(lines) - 4} more" if len(lines) > 4 else ""))
+            self.load(folder)
+
+        self._start(fixes[which], done)
 
     # --- statistics -------------------------------------------------------------------------------
 
