@@ -16,7 +16,7 @@ from PIL import Image
 
 from core.dataset_manager import DatasetManager
 from core.datasets import validation as v
-from core.datasets.image_status import image_folders, page_of, quick_statuses, statuses_from_report
+from core.datasets.image_status import FILTERS, image_folders, page_of, quick_statuses, statuses_from_report
 from core.datasets.thumbnails import THUMBNAIL_DIR, make_thumbnail
 from core.datasets.uploads import UploadedFile, import_uploads
 from core.errors import CoreError
@@ -113,6 +113,7 @@ def test_grid_pages_and_filters(tmp_path: Path, image_set: ImageSet) -> None:
     assert grid.page == 0 and {item.path.name for item in grid.shown} == {p.name for p in image_set.broken}
     grid.filter.value = "duplicates"
     assert {item.path.name for item in grid.visible} == {"copy_of_plain.png", "near_plain.jpg"}
+    assert [value for _, value in grid.filter.options] == list(FILTERS)  # every core filter offered, no other
 
 
 def test_move_broken_files_keeps_them_under_rejected(tmp_path: Path, image_set: ImageSet) -> None:

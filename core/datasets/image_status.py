@@ -29,7 +29,7 @@ LABELS = {
 }
 ERROR_KINDS = frozenset(v.BROKEN_KINDS) | {v.BAD_CAPTION}
 
-# The grid's filter choices: label -> the kinds it shows ("" means every image).
+# The grid's filter choices: name -> the kinds it shows (() every image, ("*",) any finding).
 FILTERS = {
     "all": (),
     "problems": ("*",),
