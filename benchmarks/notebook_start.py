@@ -28,6 +28,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+MARKER = "@@kernel-preloaded@@"
 
 
 def _cells(notebook_path: Path) -> tuple[list[str], list[str]]:
@@ -104,14 +105,16 @@ def show_importtime(sources: list[str], top: int = 12) -> None:
     """The slowest imports (cumulative) of the notebook's import lines, from ``python -X importtime``."""
     imports = "\n".join(line for source in sources for line in source.splitlines()
                         if line.startswith(("from ", "import ")))
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", imports], cwd=PROJECT_ROOT,
+    # What a kernel has loaded before any cell runs is not the panels' cost: import it first, then a marker.
+    preamble = f"import ipykernel.ipkernel, ipywidgets, IPython.display, sys\nsys.stderr.write('{MARKER}\\n')\n"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", preamble + imports], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=300)
     rows = []
-    for line in done.stderr.splitlines():
+    for line in done.stderr.split(MARKER, 1)[-1].splitlines():
         parts = line.split("|")
         if len(parts) == 3 and parts[1].strip().isdigit():
             rows.append((int(parts[1]), parts[2].rstrip()))
-    print(f"\nslowest imports (cumulative ms) of:\n{imports}")
+    print(f"\nslowest imports (cumulative ms; what a kernel already has is left out) of:\n{imports}")
     for micros, name in sorted(rows, reverse=True)[:top]:
         print(f"  {micros / 1000:8.1f} ms {name}")
 

@@ -153,6 +153,28 @@ UtilitiesPanel(context)"""),
 ]
 
 NOTEBOOKS = {"Dataset_Maker_Widget.ipynb": DATASET_CELLS, "Lora_Trainer_Widget.ipynb": TRAINER_CELLS}
+# Which panel each panel cell shows: notebook -> cell id -> (module, class). The tests check each cell's output.
+PANELS = {
+    "Dataset_Maker_Widget.ipynb": {
+        "setup": ("widgets.setup_panel", "SetupPanel"),
+        "dataset": ("widgets.dataset_panel", "DatasetPanel"),
+        "tagging": ("widgets.tagging_panel", "TaggingPanel"),
+        "captions": ("widgets.caption_panel", "CaptionPanel"),
+    },
+    "Lora_Trainer_Widget.ipynb": {
+        "setup": ("widgets.setup_panel", "SetupPanel"),
+        "training": ("widgets.training_panel", "TrainingPanel"),
+        "monitor": ("widgets.monitor_panel", "MonitorPanel"),
+        "utilities": ("widgets.utilities_panel", "UtilitiesPanel"),
+    },
+}
+
+
+def panel_titles(name: str) -> list[str]:
+    """The <h3> titles of the panels notebook ``name`` shows, top to bottom (imports the panel modules)."""
+    import importlib
+
+    return [getattr(importlib.import_module(module), cls).title for module, cls in PANELS[name].values()]
 
 
 def build(cells: list[tuple[str, str, str]]) -> nbformat.NotebookNode:
