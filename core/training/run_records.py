@@ -88,6 +88,16 @@ def mark_finished(record: RunRecord, exit_code: int | None = None, note: str = "
     """Record that the run's process is gone (idempotent: the first end time is kept)."""
     if record.status == FINISHED:
         return
+    if record.record_file:
+        try:
+            stored = RunRecord.from_file(Path(record.record_file))
+        except (OSError, ValueError):
+            stored = None
+        if stored is not None and stored.status == FINISHED and (stored.exit_code is not None or exit_code is None):
+            # Another reader (often the kernel that owns the process, which knows the exit code) was first.
+            record.status, record.ended, record.exit_code, record.note = (
+                FINISHED, stored.ended, stored.exit_code, stored.note)
+            return
     record.status = FINISHED
     record.ended = time.time()
     record.exit_code = exit_code
