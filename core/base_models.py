@@ -16,8 +16,8 @@ from pathlib import Path
 
 from core.errors import CoreError
 from core.paths import ProjectPaths
+from core.training.base_models import FAMILY_LABELS, describe_model
 
-FAMILY_LABELS = {"sd1": "SD1.5", "sd2": "SD2.x", "sdxl": "SDXL"}
 _PRESET_BASE_TO_FAMILY = {"sd15": "sd1", "sd2": "sd2", "sdxl": "sdxl"}
 _VPRED_NAME = re.compile(r"v[-_ ]?pred", re.IGNORECASE)
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -76,18 +76,6 @@ class BaseModelChoice:
                 "The trainer's settings follow from this choice (set as the base model)."]
 
 
-def describe_model_file(path: Path) -> tuple[str | None, str]:
-    """The family of a single-file checkpoint from its header (no tensor data read), and why."""
-    from trainer.errors import TrainerError
-    from trainer.models.detect import detect_architecture, read_keys_and_shapes
-
-    try:
-        found = detect_architecture(read_keys_and_shapes(path), source=Path(path).name)
-    except TrainerError as problem:
-        return None, problem.message
-    return found.family, found.evidence.split(";")[0].removeprefix("single file: ")
-
-
 def fetch_base_model(source: str, paths: ProjectPaths, hf_token: str | None = None,
                      civitai_token: str | None = None, remember_tokens: bool = False,
                      token_file: Path | None = None, on_progress: ProgressCallback | None = None,
@@ -118,11 +106,13 @@ def fetch_base_model(source: str, paths: ProjectPaths, hf_token: str | None = No
                 save_token(token_file, service, token)
     if kind == "vae":
         return BaseModelChoice(result.path, kind, None, None, "VAE", result.skipped)
-    family, evidence = describe_model_file(result.path)
+    found = describe_model(result.path)
+    family = found.family
+    evidence = f"not recognised: {found.error}" if found.error else "read from the file's layer names and shapes"
     if preset is not None:
         v_prediction: bool | None = preset.v_prediction
         family = family or _PRESET_BASE_TO_FAMILY.get(preset.base)
         evidence = f"preset {preset.label}; {evidence}"
     else:
-        v_prediction = True if _VPRED_NAME.search(result.path.name) else None
+        v_prediction = found.v_prediction or (True if _VPRED_NAME.search(result.path.name) else None)
     return BaseModelChoice(result.path, kind, family, v_prediction, evidence, result.skipped)

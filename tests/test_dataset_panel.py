@@ -280,7 +280,7 @@ def test_background_worker_runs_in_order_queues_and_reports_errors() -> None:
     import threading
 
     from widgets.base import Panel
-    from widgets.dataset_worker import BackgroundTask
+    from widgets.worker import BackgroundTask
 
     panel = Panel()
     task = BackgroundTask(panel.guarded)

@@ -270,7 +270,7 @@ def test_base_models_on_disk_with_detected_type(tmp_path: Path, tiny_sd15, tiny_
     assert found["NoobAI-XL-Vpred-v1.0.safetensors"].v_prediction is True  # from model_presets.toml
     assert found["NoobAI-XL-Vpred-v1.0.safetensors"].model_preset == "noobai_xl_vpred"
     assert found["sd15_tiny.safetensors"].family == "sd1" and found["sd15_folder"].family == "sd1"
-    assert found["sd15_tiny.safetensors"].label == "sd15_tiny.safetensors (SD1)"
+    assert found["sd15_tiny.safetensors"].label == "sd15_tiny.safetensors (SD1.5)"
     assert not found["broken.safetensors"].usable
     shapes, _ = read_safetensors_header(models / "sd15_tiny.safetensors")
     assert any(key.startswith("model.diffusion_model.") for key in shapes)

@@ -57,7 +57,8 @@ image sizes and, after tagging, the most common tags: a dataset of 15-50 varied,
 of one subject is a good start."""),
     ("dataset", "code", """from widgets.dataset_panel import DatasetPanel
 
-DatasetPanel(context)"""),
+dataset = DatasetPanel(context)  # the panels below refresh its grid after they change captions
+dataset"""),
     ("tagging-md", "markdown", """## 3. Tag the images
 
 A WD14 tagger looks at each image and writes the tags it sees into the caption file beside it
@@ -68,7 +69,7 @@ left out. BLIP writes a short sentence instead of tags, for models that prefer p
 The first run downloads the tagger model once; later runs reuse it."""),
     ("tagging", "code", """from widgets.tagging_panel import TaggingPanel
 
-TaggingPanel(context)"""),
+TaggingPanel(context, on_captions_changed=dataset.refresh)"""),
     ("captions-md", "markdown", """## 4. Polish the captions
 
 Captions teach the LoRA what is *not* your subject. A common recipe for a character:
@@ -82,7 +83,7 @@ Every change shows a before/after preview first, and **Undo** restores the capti
 were. The single-image editor shows one picture beside its caption for hand fixes."""),
     ("captions", "code", """from widgets.caption_panel import CaptionPanel
 
-CaptionPanel(context)"""),
+CaptionPanel(context, on_captions_changed=dataset.refresh)"""),
     ("next", "markdown", """## Next
 
 Your dataset is ready when the validation report is green and the captions read well. Open
@@ -112,7 +113,8 @@ want about 12 GB or more, SD1.5 trains on 6-8 GB. **Check my setup** trains a ti
 made-up data in about a minute, so you know everything works before downloading gigabytes.
 
 Then download a base model: pick a preset, or paste a Hugging Face or Civitai link. Some
-downloads need a token; it is used for the download only and is never saved or shown."""),
+downloads need a token: it is never shown, and it is kept (in a private file outside the
+project folders) only when you tick *Remember*."""),
     ("setup", "code", """from widgets.setup_panel import SetupPanel
 
 SetupPanel(context, downloads=True)"""),

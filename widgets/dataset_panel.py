@@ -19,7 +19,7 @@ from widgets.base import Panel, button, labelled
 from widgets.context import DATASET_FOLDER, PROJECT_NAME, NotebookContext
 from widgets.dataset_grid import ThumbnailGrid
 from widgets.dataset_import import ImportSection
-from widgets.dataset_worker import BackgroundTask
+from widgets.worker import BackgroundTask
 
 _NONE = ""
 _FINDINGS_SHOWN = 200

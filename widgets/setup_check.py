@@ -10,7 +10,7 @@ import ipywidgets as w
 
 from widgets.base import ERROR, INFO, OK, WARNING, button
 from widgets.context import NotebookContext
-from widgets.setup_worker import Worker
+from widgets.worker import BackgroundTask
 from widgets.style import message_html
 
 _ICONS = {"pending": "·", "running": "…", "ok": "✔", "failed": "✖", "skipped": "–"}
@@ -24,7 +24,7 @@ class SelfCheckSection:
         from core.selfcheck import STAGES
 
         self.context = context
-        self.worker = Worker("setup-self-check")
+        self.worker = BackgroundTask(name="setup-self-check")
         self.report = None  # the last SelfCheckReport, for tests and for the user's own code
         self._guard = guard
         self._lock = threading.Lock()

@@ -15,7 +15,7 @@ import ipywidgets as w
 
 from widgets.base import OK, WARNING, button, labelled
 from widgets.context import BASE_MODEL, NotebookContext
-from widgets.setup_worker import Worker
+from widgets.worker import BackgroundTask
 from widgets.style import message_html
 
 NO_PRESET = ""  # dropdown value meaning "use the URL field"
@@ -32,7 +32,7 @@ class DownloadSection:
         from core.base_models import preset_choices
 
         self.context = context
-        self.worker = Worker("setup-download")
+        self.worker = BackgroundTask(name="setup-download")
         self.preset = w.Dropdown(options=[("(none: use the URL below)", NO_PRESET), *preset_choices()],
                                  value=NO_PRESET, layout=w.Layout(width="420px"))
         self.url = w.Text(placeholder="https://huggingface.co/.../model.safetensors, a Civitai page, or any link",

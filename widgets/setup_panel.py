@@ -32,7 +32,7 @@ class SetupPanel(Panel):
     ``download_button``, ``download_progress``, ``download_text``, ``download_result``.
     """
 
-    title = "1. Setup: your machine and folders"
+    title = "Setup: your machine and folders"
 
     def __init__(self, context: NotebookContext, downloads: bool = False) -> None:
         from widgets.setup_check import SelfCheckSection

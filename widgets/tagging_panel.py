@@ -15,7 +15,7 @@ import ipywidgets as w
 
 from widgets.base import Panel, button, labelled
 from widgets.context import DATASET_FOLDER, NotebookContext
-from widgets.dataset_worker import BackgroundTask
+from widgets.worker import BackgroundTask
 
 LOCAL = "local"  # the model dropdown's value for "use the folder typed below"
 EXISTING_OPTIONS = [

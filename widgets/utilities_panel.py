@@ -16,7 +16,7 @@ import ipywidgets as w
 
 from widgets.base import OK, Panel, button, labelled
 from widgets.context import BASE_MODEL, CONFIG_FILE, NotebookContext
-from widgets.setup_worker import Worker
+from widgets.worker import BackgroundTask
 from widgets.style import message_html
 
 PRECISIONS = [("fp16 (smaller, usual)", "fp16"), ("bf16", "bf16"), ("float32 (largest)", "float")]
@@ -68,7 +68,7 @@ class UtilitiesPanel(Panel):
     ``tryout`` sections (see their modules).
     """
 
-    title = "4. Utilities: inspect, resize, merge, extract, upload, try it"
+    title = "Utilities: inspect, resize, merge, extract, upload, try it"
 
     def __init__(self, context: NotebookContext) -> None:
         from widgets.utilities_try import TryItSection
@@ -76,7 +76,7 @@ class UtilitiesPanel(Panel):
 
         super().__init__()
         self.context = context
-        self.worker = Worker("utilities")
+        self.worker = BackgroundTask(name="utilities")
         self.lora_path = _text("path of a .safetensors LoRA on the server")
         self.found = w.Dropdown(options=[("(LoRAs in the outputs folder)", "")], value="",
                                 layout=w.Layout(width="520px"))

@@ -8,11 +8,8 @@ downloaded as, a ``v_pred`` marker key, modelspec metadata or a diffusers schedu
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +17,7 @@ from types import ModuleType
 from trainer.errors import TrainerError
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-FAMILY_LABELS = {"sd1": "SD1", "sd2": "SD2", "sdxl": "SDXL"}
+FAMILY_LABELS = {"sd1": "SD1.5", "sd2": "SD2.x", "sdxl": "SDXL"}
 _MAX_HEADER = 100 * 1024 * 1024  # a bigger "header" means the file is not safetensors
 _V_PRED_KEYS = ("v_pred",)  # marker tensors some v-pred releases carry (ComfyUI reads them too)
 
@@ -51,24 +48,11 @@ class BaseModel:
         return f"{self.path.name} ({kind})"
 
 
-@functools.cache
 def _detect() -> ModuleType:
-    """The trainer's ``trainer/models/detect.py``, loaded under a private name.
+    """The trainer's architecture detection (standard library only: it does not load torch)."""
+    from trainer.models import detect
 
-    Importing it normally runs ``trainer/models/__init__.py``, which imports the model loader
-    (torch: seconds). The detection module itself needs only the standard library and
-    ``trainer.errors``, so its source is loaded on its own; the real module name stays untouched.
-    """
-    if "trainer.models.detect" in sys.modules:  # already paid for: use the real one
-        return sys.modules["trainer.models.detect"]
-    import trainer
-
-    private = "core.training._trainer_detect"
-    spec = importlib.util.spec_from_file_location(private, Path(trainer.__file__).parent / "models" / "detect.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[private] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return detect
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:

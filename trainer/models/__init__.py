@@ -12,10 +12,25 @@ this package costs little more than torch.
 """
 from __future__ import annotations
 
-from trainer.models.bundled import BundledConfigs
-from trainer.models.detect import Architecture, detect_architecture, detect_diffusers, read_keys_and_shapes
-from trainer.models.family import Conditioning, FamilyAdapter, text_encoder_lora_path
-from trainer.models.loader import LoadedModel, ModelSpec, detect_source, load_model, make_adapter, resolve_source
+# Names resolve on first use (PEP 562), so ``import trainer.models.detect`` alone, as the notebook
+# panels do to read a model's type from its header, does not pay for torch.
+_WHERE = {
+    "BundledConfigs": "bundled",
+    "Architecture": "detect", "detect_architecture": "detect", "detect_diffusers": "detect",
+    "read_keys_and_shapes": "detect",
+    "Conditioning": "family", "FamilyAdapter": "family", "text_encoder_lora_path": "family",
+    "LoadedModel": "loader", "ModelSpec": "loader", "detect_source": "loader", "load_model": "loader",
+    "make_adapter": "loader", "resolve_source": "loader",
+}
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'trainer.models' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"trainer.models.{_WHERE[name]}"), name)
+
 
 __all__ = [
     "Architecture",

@@ -18,8 +18,9 @@ _Job = tuple[Callable[[], Any], Callable[[Any], None] | None, Callable[[], None]
 class BackgroundTask:
     """Runs one piece of work at a time for a panel; ``guard`` turns errors into panel messages."""
 
-    def __init__(self, guard: Callable[[Callable[..., Any]], Callable[..., Any]], name: str = "panel-worker") -> None:
-        self._guard = guard
+    def __init__(self, guard: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None,
+                 name: str = "panel-worker") -> None:
+        self._guard = guard or (lambda action: action)  # None: the work guards itself
         self._name = name
         self._thread: threading.Thread | None = None
         self._queued: _Job | None = None
