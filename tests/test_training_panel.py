@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
-import pytest
 
 from core.paths import ProjectPaths
 from tests.test_train_end_to_end import make_learnable_dataset
@@ -19,7 +16,6 @@ from trainer.options.schema import BOOL, CHOICE, FLOAT, FLOAT_LIST, INT, NUMBER,
 from widgets.context import CONFIG_FILE, NotebookContext
 from widgets.training_panel import TrainingPanel
 
-PROJECT = Path(__file__).resolve().parent.parent
 
 
 def make_panel(tmp_path: Path, **kwargs) -> TrainingPanel:
@@ -253,26 +249,36 @@ def test_import_kohya_json_and_sd_scripts_toml(tmp_path: Path) -> None:
     assert "network_dimension" in panel.messages.text and "network_dim" in panel.messages.text
 
 
-def test_panel_config_trains_with_the_trainer_cli(tmp_path: Path, tiny_sd15) -> None:
+def test_basic_training_started_from_the_panel_runs_in_the_monitor_to_a_lora(tmp_path: Path, tiny_sd15) -> None:
+    """The notebook's chain: basic settings -> Start -> the monitor runs the trainer and follows it to done."""
+    from widgets.monitor_panel import MonitorPanel
+
     data = make_learnable_dataset(tmp_path)
-    started: list[Path] = []
-    panel = make_panel(tmp_path, on_start=started.append)
-    panel.project.value = "tiny_run"
-    panel.fields["pretrained_model_name_or_path"].widget.value = str(tiny_sd15.diffusers_dir)
-    panel.fields["train_data_dir"].widget.value = str(data)
-    values = {"resolution": "64", "network_dim": 4, "network_alpha": 4.0, "learning_rate": 3e-3,
-              "train_batch_size": 2}
-    for name, value in values.items():
-        panel.fields[name].widget.value = value
-    panel.advanced.value = True
-    panel.fields["max_train_steps"].widget.value = 2
-    panel.fields["seed"].toggle.value = True
-    panel.start_button.click()
-    assert started, panel.messages.text
-    config_path = started[0]
-    assert panel.context.get(CONFIG_FILE) == config_path
-    run = subprocess.run([sys.executable, "-m", "trainer.train_network", "--config_file", str(config_path)],
-                         cwd=PROJECT, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    lora = panel.context.paths.outputs / "tiny_run" / "tiny_run.safetensors"
-    assert lora.is_file() and lora.stat().st_size > 0
+    paths = ProjectPaths.resolve(environ={}, work_dir=tmp_path / "work").ensure()
+    context = NotebookContext(paths=paths)
+    monitor = MonitorPanel(context, poll_interval=0.2, auto_attach=False)
+    panel = TrainingPanel(context, on_start=monitor.start, has_cuda=False)
+    try:
+        panel.project.value = "tiny_run"
+        panel.fields["pretrained_model_name_or_path"].widget.value = str(tiny_sd15.diffusers_dir)
+        panel.fields["train_data_dir"].widget.value = str(data)
+        values = {"resolution": "64", "network_dim": 4, "network_alpha": 4.0, "learning_rate": 3e-3,
+                  "train_batch_size": 2}
+        for name, value in values.items():
+            panel.fields[name].widget.value = value
+        panel.advanced.value = True
+        panel.fields["max_train_steps"].widget.value = 2
+        panel.fields["seed"].toggle.value = True
+        panel.start_button.click()
+        config_path = Path(panel.context.get(CONFIG_FILE))
+        assert config_path.is_file(), panel.messages.text
+        assert monitor.wait(timeout=600), monitor.messages.text
+        assert monitor.progress.status == "done", monitor.messages.text + monitor.log_html.value
+        assert (monitor.progress_bar.value, monitor.progress_bar.max) == (2, 2)
+        lora = paths.outputs / "tiny_run" / "tiny_run.safetensors"
+        assert lora.is_file() and lora.stat().st_size > 0
+        assert "tiny_run.safetensors" in monitor.messages.text
+    finally:
+        if monitor.monitor is not None and monitor.monitor.handle.is_running:
+            monitor.monitor.handle.kill()
+        monitor.close()
