@@ -282,3 +282,19 @@ def test_basic_training_started_from_the_panel_runs_in_the_monitor_to_a_lora(tmp
         if monitor.monitor is not None and monitor.monitor.handle.is_running:
             monitor.monitor.handle.kill()
         monitor.close()
+
+
+def test_dataset_dropdown_lists_dataset_projects_and_fills_train_data_dir(tmp_path: Path) -> None:
+    paths = ProjectPaths.resolve(environ={}, work_dir=tmp_path / "work").ensure()
+    image_folders(paths.datasets / "alice", {"10_alice": 2})
+    image_folders(paths.datasets / "bob", {"5_bob": 1})
+    panel = TrainingPanel(NotebookContext(paths=paths), has_cuda=False)
+    labels = [label for label, _value in panel.dataset_choice.options]
+    assert labels == ["(type a path below)", "alice", "bob"]
+    panel.fields["pretrained_model_name_or_path"].widget.value = str(tmp_path / "m.safetensors")
+    panel.dataset_choice.value = str(paths.datasets / "alice")
+    assert panel.fields["train_data_dir"].value() == str(paths.datasets / "alice")
+    panel.wait()
+    assert "2 images x 10 repeats (10_alice)" in panel.steps_html.value, panel.steps_html.value
+    panel.fields["train_data_dir"].widget.value = str(tmp_path / "elsewhere")
+    assert panel.dataset_choice.value == ""

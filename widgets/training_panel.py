@@ -72,6 +72,9 @@ class TrainingPanel(Panel):
         self.base_model = w.Dropdown(options=[("(type a path below)", OTHER_MODEL)], value=OTHER_MODEL,
                                      layout=w.Layout(width="460px"))
         self.refresh_models_button = button("Rescan models", tooltip="Look for new files in the models folder")
+        self.dataset_choice = w.Dropdown(options=[("(type a path below)", "")], value="",
+                                         layout=w.Layout(width="460px"))
+        self.refresh_datasets_button = button("Rescan datasets", tooltip="Look for new datasets in the datasets folder")
         self.preset = w.Dropdown(options=[("(keep current values)", NO_PRESET)]
                                  + [(p.label, key) for key, p in self.presets.items()],
                                  value=NO_PRESET, layout=w.Layout(width="300px"))
@@ -103,14 +106,14 @@ class TrainingPanel(Panel):
 
         self._wire()
         self._rescan_models()
+        self._rescan_datasets()
         self._sync_from_context()
         self._refresh_saved()
         self._finish([
             labelled("Project name", self.project),
             labelled("Base model", w.HBox([self.base_model, self.refresh_models_button])),
             self.fields["pretrained_model_name_or_path"].box,
-            labelled("Dataset folder", w.HTML('<span class="lora-muted">the folder holding your N_name image '
-                                              "folders (train_data_dir)</span>")),
+            labelled("Dataset", w.HBox([self.dataset_choice, self.refresh_datasets_button])),
             self.fields["train_data_dir"].box,
             labelled("Preset", w.HBox([self.preset, self.preset_info])),
             self.advanced, self.basic_box, self.advanced_box,
@@ -153,6 +156,8 @@ class TrainingPanel(Panel):
         self.advanced.observe(lambda c: self._toggle_advanced(c["new"]), names="value")
         self.preview_toggle.observe(lambda c: self._toggle_preview(c["new"]), names="value")
         self.fields["train_data_dir"].widget.observe(lambda c: self._dataset_changed(), names="value")
+        self.dataset_choice.observe(lambda c: c["new"] and self._set_values({"train_data_dir": c["new"]}), names="value")
+        self.refresh_datasets_button.on_click(self.guarded(lambda _b: self._rescan_datasets()))
         self.save_button.on_click(self.guarded(lambda _b: self.save(), busy=self.save_button))
         self.load_button.on_click(self.guarded(lambda _b: self.load(), busy=self.load_button))
         self.import_button.on_click(self.guarded(lambda _b: self.import_file(), busy=self.import_button))
@@ -200,6 +205,9 @@ class TrainingPanel(Panel):
             self.preview.value = preview_html(getattr(self.report, "plan", None))
 
     def _dataset_changed(self) -> None:
+        current = str(self.fields["train_data_dir"].value() or "")
+        known = [value for _label, value in self.dataset_choice.options]
+        self.dataset_choice.value = current if current in known else ""
         if self._advanced_built:
             self._update_folders()
 
@@ -208,6 +216,16 @@ class TrainingPanel(Panel):
         names = [name for name, *_ in repeat_folders(root)]
         names += [name for name, *_ in repeat_folders(self._value("reg_data_dir"), is_reg=True)]
         self.folder_settings.set_folders(names)
+
+    def _rescan_datasets(self) -> None:
+        """Offer every dataset project folder (the folder holding N_name folders) under the datasets folder."""
+        from core.dataset_manager import DatasetManager
+
+        manager = DatasetManager(self.context.paths)
+        found = [(name, str(manager.datasets_dir / name)) for name in manager.projects()]
+        current = self.fields["train_data_dir"].value()
+        self.dataset_choice.options = [("(type a path below)", "")] + found
+        self.dataset_choice.value = str(current) if str(current) in dict(found).values() else ""
 
     def _rescan_models(self, select: Any = None) -> None:
         from core.models import load_presets

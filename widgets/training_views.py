@@ -17,7 +17,7 @@ _LEVEL = {"error": ERROR, "warning": WARNING, "info": INFO}
 def steps_html(steps: Any) -> str:
     """The total steps, big, with the arithmetic under it."""
     if steps is None:
-        return '<div class="lora-muted">Total steps: choose a dataset folder to count the images.</div>'
+        return '<div class="lora-muted">Total steps: counted once the base model and the dataset folder are chosen and the red checks below are fixed.</div>'
     note = f'<div class="lora-muted">{html.escape(steps.note)}</div>' if steps.note else ""
     return (f"<div><b>Total steps: {steps.total_steps}</b> ({steps.epochs} epochs, {steps.images} images)</div>"
             f'<div class="lora-mono">{html.escape(steps.formula)}</div>{note}')
