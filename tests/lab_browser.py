@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.test_jupyter_launch import stop as stop_launcher
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_FLAGS = ["--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -81,20 +82,6 @@ def _write_settings(config_dir: Path) -> None:
         target.write_text(json.dumps(values), encoding="utf-8")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the launcher's process group (server, kernels, watcher); SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-
 @contextmanager
 def lab_server(scratch: Path, env: Mapping[str, str] | None = None, timeout: float = 120) -> Iterator[LabServer]:
     """Start ``jupyter.sh`` on the project folder with private Jupyter folders under ``scratch``; always stop it."""
@@ -130,7 +117,7 @@ def lab_server(scratch: Path, env: Mapping[str, str] | None = None, timeout: flo
             time.sleep(0.2)
         yield server
     finally:
-        _stop(process)
+        stop_launcher(process)
 
 
 @contextmanager
