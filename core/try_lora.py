@@ -20,6 +20,51 @@ from typing import Any
 from core.errors import CoreError
 
 DEFAULT_STRENGTHS = (0.0, 0.5, 1.0)
+# Beyond +-2 a LoRA only burns the picture; a typo like "10" for "1.0" is far likelier than intent.
+STRENGTH_RANGE = (-2.0, 2.0)
+
+
+def parse_strengths(text: str, default: Sequence[float] = ()) -> tuple[float, ...]:
+    """Strengths typed as "0, 0.5, 1" (commas and/or spaces); ``default`` when the text is empty.
+
+    Raises CoreError naming the bad entry when one is not a number or lies outside ``STRENGTH_RANGE``.
+    """
+    low, high = STRENGTH_RANGE
+    values = []
+    for entry in str(text or "").replace(",", " ").split():
+        try:
+            value = float(entry)
+        except ValueError:
+            raise CoreError(f"Strength {entry!r} in {text!r} is not a number.",
+                            "Write numbers separated by commas, e.g. 0, 0.5, 1.") from None
+        if not low <= value <= high:  # also refuses nan and inf
+            raise CoreError(f"Strength {entry} in {text!r} is outside {low:g} to {high:g}.",
+                            "Use strengths between -2 and 2; 1 is the LoRA as trained, 0 is without it.")
+        values.append(value)
+    return tuple(values) if values else tuple(float(v) for v in default)
+
+
+def default_prompt(trigger_words: Sequence[str], typed: str = "", lora_name: str = "the LoRA") -> str:
+    """The prompt to draw: what the user typed, else the LoRA's trigger words joined by commas.
+
+    Raises CoreError when both are empty, since a blank prompt shows nothing about the LoRA.
+    """
+    if typed.strip():
+        return typed.strip()
+    words = [word.strip() for word in trigger_words if word.strip()]
+    if not words:
+        raise CoreError(f"The prompt is empty and {lora_name} records no trigger words.",
+                        "Write a prompt describing what the LoRA was trained on.")
+    return ", ".join(words)
+
+
+def prompt_for_lora(typed: str, lora: str | Path) -> str:
+    """``default_prompt`` with the trigger words read from the LoRA file (only when nothing was typed)."""
+    if typed.strip():
+        return typed.strip()
+    from core.utilities_manager import inspect_lora
+
+    return default_prompt(inspect_lora(lora).trigger_words, typed, Path(str(lora).strip()).name or "the LoRA")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core.errors import CoreError
-from core.try_lora import LoraTryout, TryoutSettings, side_by_side
+from core.try_lora import (DEFAULT_STRENGTHS, LoraTryout, TryoutSettings, default_prompt, parse_strengths,
+                           prompt_for_lora, side_by_side)
 from trainer.saving.lora_file import save_lora_file
 
 SETTINGS = TryoutSettings(prompt="ohwx disc, red", negative_prompt="blurry", seed=3, steps=3, guidance_scale=5.0,
@@ -90,3 +91,32 @@ def test_side_by_side_grid_is_n_times_as_wide() -> None:
     grid = side_by_side(tiles, ["a", "b", "c", "d"])
     assert grid.size == (160, 30)
     assert grid.getpixel((39, 29)) == (255, 0, 0) and grid.getpixel((159, 29)) == (255, 255, 255)
+
+
+def test_parse_strengths_accepts_commas_and_spaces_and_names_bad_entries() -> None:
+    assert parse_strengths("0, 0.5 1") == (0.0, 0.5, 1.0)
+    assert parse_strengths("-1.5,2") == (-1.5, 2.0)
+    assert parse_strengths("  ", DEFAULT_STRENGTHS) == (0.0, 0.5, 1.0)
+    assert parse_strengths("") == ()
+    with pytest.raises(CoreError, match="'half' in '0, half' is not a number") as bad:
+        parse_strengths("0, half")
+    assert "0, 0.5, 1" in bad.value.hint
+    with pytest.raises(CoreError, match="Strength 10 in '0, 10' is outside -2 to 2"):
+        parse_strengths("0, 10")
+    with pytest.raises(CoreError, match="outside"):
+        parse_strengths("nan")
+
+
+def test_default_prompt_is_the_typed_text_else_the_trigger_words(tmp_path: Path) -> None:
+    assert default_prompt(["zkstyle", "1girl"]) == "zkstyle, 1girl"
+    assert default_prompt(["zkstyle"], "  my prompt ") == "my prompt"
+    with pytest.raises(CoreError, match="prompt is empty and style.safetensors records no trigger words"):
+        default_prompt([" "], "", "style.safetensors")
+    lora = tmp_path / "zk.safetensors"
+    save_lora_file(lora, {"lora_unet_x.lora_down.weight": torch.ones(2, 4),
+                          "lora_unet_x.lora_up.weight": torch.ones(4, 2)},
+                   {"modelspec.trigger_phrase": "zkstyle", "ss_dataset_dirs": '{"10_zk disc": {}}'})
+    assert prompt_for_lora("", lora) == "zkstyle, zk disc"
+    assert prompt_for_lora("typed", tmp_path / "missing.safetensors") == "typed"  # the file is not read
+    with pytest.raises(CoreError, match="does not exist"):
+        prompt_for_lora("", tmp_path / "missing.safetensors")

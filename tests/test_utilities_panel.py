@@ -133,3 +133,30 @@ def test_try_it_shows_a_grid_of_strengths(context, tmp_path, tiny_sd15) -> None:
     assert "lora-error" not in panel.messages.text
     grid = Image.open(io.BytesIO(tryout.image.value))
     assert grid.size == (128, 64) and tryout.status.value.startswith("strengths 0, 1")
+
+
+def test_bad_strengths_and_an_empty_prompt_are_refused_with_the_reason(context) -> None:
+    lora = trained(context)
+    panel = UtilitiesPanel(context)
+    panel.merge_files.value = f"{lora}\n{lora}"
+    panel.merge_ratios.value = "0.5, abc"
+    panel.merge_mode.value = "concat"
+    panel.merge_button.click()
+    assert panel.wait(60)
+    assert "&#x27;abc&#x27; in &#x27;0.5, abc&#x27; is not a number" in panel.messages.text
+    assert not lora.with_name("zk_style_merged.safetensors").exists()
+
+    tryout = panel.tryout
+    tryout.strengths.value = "0, 5"
+    tryout.generate_button.click()
+    assert panel.wait(60)
+    assert "Strength 5 in &#x27;0, 5&#x27; is outside -2 to 2" in panel.messages.text
+    assert tryout.status.value == "failed" and tryout.image.value == b""
+
+    bare = make_trained_lora(lora.with_name("bare.safetensors"), **{"modelspec.trigger_phrase": "",
+                                                                     "ss_dataset_dirs": "{}"})
+    panel.lora_path.value = str(bare)
+    tryout.strengths.value = ""  # empty: the default 0, 0.5, 1
+    tryout.generate_button.click()
+    assert panel.wait(60)
+    assert "bare.safetensors records no trigger words" in panel.messages.text

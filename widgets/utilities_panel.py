@@ -217,15 +217,11 @@ class UtilitiesPanel(Panel):
 
     def merge(self) -> None:
         """Merge with the tab's settings (runs in the worker)."""
-        from core.errors import CoreError
+        from core.try_lora import parse_strengths
         from core.utilities_manager import merge
 
         files = [line.strip() for line in self.merge_files.value.splitlines() if line.strip()] or [self.lora_path.value]
-        try:
-            ratios = [float(x) for x in self.merge_ratios.value.replace(",", " ").split()] or None
-        except ValueError:
-            raise CoreError(f"Strengths {self.merge_ratios.value!r} are not numbers.",
-                            "Write numbers separated by commas, e.g. 0.8, 0.5.") from None
+        ratios = list(parse_strengths(self.merge_ratios.value)) or None  # empty: 1 each
         mode = self.merge_mode.value
         outcome = merge(files, ratios, self.merge_save_to.value or None,
                         base_model=self.merge_base.value if mode == "checkpoint" else None,

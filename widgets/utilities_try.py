@@ -60,21 +60,20 @@ class TryItSection:
         self.status.value = "loading the base model..." if self._tryout is None else "drawing..."
         self.panel.run_in_background(self.generate, self.generate_button)
 
-    def _strength_values(self) -> list[float]:
-        from core.errors import CoreError
-
-        try:
-            return [float(x) for x in self.strengths.value.replace(",", " ").split()]
-        except ValueError:
-            raise CoreError(f"Strengths {self.strengths.value!r} are not numbers.",
-                            "Write numbers separated by commas, e.g. 0, 0.5, 1.") from None
-
     def generate(self) -> None:
-        """Draw the grid (runs in the panel's worker) and show it."""
-        from core.try_lora import LoraTryout, TryoutSettings
+        """Draw the grid (runs in the panel's worker) and show it; the status says "failed" on any error."""
+        try:
+            self._generate()
+        except BaseException:
+            self.status.value = "failed"
+            raise
+
+    def _generate(self) -> None:
+        from core.try_lora import DEFAULT_STRENGTHS, LoraTryout, TryoutSettings, parse_strengths, prompt_for_lora
 
         lora = self.panel.lora_path.value.strip()
-        prompt = self.prompt.value.strip() or self._trigger_prompt(lora)
+        values = list(parse_strengths(self.strengths.value, DEFAULT_STRENGTHS))
+        prompt = prompt_for_lora(self.prompt.value, lora)
         key = (self.base_model.value.strip(), self.model_config.value.strip() or None)
         if self._tryout is None or (self._tryout.base_model, self._tryout.model_config) != key:
             self._tryout = LoraTryout(key[0], model_config=key[1])
@@ -82,12 +81,7 @@ class TryItSection:
                                   steps=int(self.steps.value), guidance_scale=float(self.guidance.value),
                                   sampler=self.sampler.value, width=self.width.value or None,
                                   height=self.height.value or None)
-        values = self._strength_values()
-        try:
-            result = self._tryout.run(lora, settings, values, on_image=lambda i, s: self._drawn(i, len(values)))
-        except BaseException:
-            self.status.value = "failed"
-            raise
+        result = self._tryout.run(lora, settings, values, on_image=lambda i, s: self._drawn(i, len(values)))
         buffer = io.BytesIO()
         result.grid.save(buffer, format="PNG")
         self.image.value = buffer.getvalue()
@@ -97,10 +91,3 @@ class TryItSection:
 
     def _drawn(self, index: int, count: int) -> None:
         self.status.value = f"drew {index + 1} of {count}"
-
-    @staticmethod
-    def _trigger_prompt(lora: str) -> str:
-        from core.utilities_manager import inspect_lora
-
-        words = inspect_lora(lora).trigger_words if lora else []
-        return ", ".join(words)
