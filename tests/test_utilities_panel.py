@@ -160,3 +160,38 @@ def test_bad_strengths_and_an_empty_prompt_are_refused_with_the_reason(context) 
     tryout.generate_button.click()
     assert panel.wait(60)
     assert "bare.safetensors records no trigger words" in panel.messages.text
+
+
+def test_extract_via_the_panel_writes_the_known_delta_as_a_lora(context, tmp_path, tiny_sd15) -> None:
+    import shutil
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(tiny_sd15.diffusers_dir, tuned)
+    unet = UNet2DConditionModel.from_pretrained(tuned / "unet")
+    layer = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
+    gen = torch.Generator().manual_seed(5)
+    known = (torch.randn(layer.weight.shape[0], 2, generator=gen)
+             @ torch.randn(2, layer.weight.shape[1], generator=gen)) * 0.1
+    with torch.no_grad():
+        layer.weight += known
+    unet.save_pretrained(tuned / "unet")
+
+    panel = UtilitiesPanel(context)
+    panel.extract_org.value = str(tiny_sd15.diffusers_dir)
+    panel.extract_tuned.value = str(tuned)
+    panel.extract_dim.value = 2
+    panel.extract_precision.value = "float"
+    panel.extract_button.click()
+    assert panel.wait(120)
+    out = tmp_path / "tuned_extracted_r2.safetensors"
+    assert panel.messages.text == "" and f"Saved {out}" in panel.result_html.value
+    assert "modules from unet" in panel.result_html.value
+    tensors, meta = read_lora_file(out)
+    assert meta["ss_network_dim"] == "2" and not any(key.startswith("lora_te") for key in tensors)
+    stem = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    down, up = tensors[f"{stem}.lora_down.weight"].double(), tensors[f"{stem}.lora_up.weight"].double()
+    scale = float(tensors[f"{stem}.alpha"]) / down.shape[0]
+    torch.testing.assert_close(up @ down * scale, known.double(), rtol=1e-4, atol=1e-5)
