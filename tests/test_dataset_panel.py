@@ -60,7 +60,8 @@ def test_constructing_the_dataset_panels_imports_nothing_heavy(tmp_path: Path) -
         "from widgets.caption_panel import CaptionPanel\n"
         f"context = NotebookContext(paths=ProjectPaths.resolve(environ={{}}, work_dir={str(tmp_path)!r}))\n"
         "panels = [DatasetPanel(context), TaggingPanel(context), CaptionPanel(context)]\n"
-        "print(sorted(m for m in ('torch', 'onnxruntime', 'matplotlib', 'transformers', 'diffusers') if m in sys.modules))\n"
+        "print(sorted(m for m in ('torch', 'onnxruntime', 'matplotlib', 'transformers', 'diffusers', 'PIL', 'numpy')\n"
+        "             if m in sys.modules))\n"
         "print(len(panels[0].root.children), len(panels[1].root.children), len(panels[2].root.children))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)

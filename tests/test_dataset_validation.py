@@ -120,6 +120,31 @@ def test_move_rejects_moves_never_deletes_and_the_trainer_then_skips_nothing(ima
     assert scan_datasets(build_datasets(config)[0], strict=True).skipped == ()  # _rejected/ is not read
 
 
+def test_duplicate_fix_keeps_the_copy_with_the_caption(tmp_path: Path) -> None:
+    folder = tmp_path / "10_char"
+    folder.mkdir()
+    Image.new("RGB", (96, 96), (30, 120, 200)).save(folder / "img0.png")
+    (folder / "img0.txt").write_text("char, blue", encoding="utf-8")
+    data = (folder / "img0.png").read_bytes()
+    (folder / "a_copy.png").write_bytes(data)  # first in file order, no caption
+    (folder / "b_copy.png").write_bytes(data)
+    (folder / "b_copy.txt").write_text("  \n", encoding="utf-8")  # an empty caption is no reason to keep it
+    report = validate_dataset(folder, LOOSE)
+    duplicates = {f.path.name: f.related.name for f in report.of_kind(DUPLICATE)}
+    assert duplicates == {"a_copy.png": "img0.png", "b_copy.png": "img0.png"}
+    move_rejects(report, (DUPLICATE,))
+    assert (folder / "img0.png").read_bytes() == data and (folder / "img0.txt").read_text(encoding="utf-8") == "char, blue"
+    assert sorted(p.name for p in (folder / REJECTED_DIR).iterdir()) == ["a_copy.png", "b_copy.png", "b_copy.txt", "moves.tsv"]
+    assert not validate_dataset(folder, LOOSE).of_kind(DUPLICATE)
+
+
+def test_validation_uses_the_trainers_pixel_limit() -> None:
+    from core.datasets.validation import DEFAULT_MAX_PIXELS
+    from trainer.data.images import DEFAULT_MAX_PIXELS as TRAINER_MAX_PIXELS
+
+    assert DEFAULT_MAX_PIXELS == TRAINER_MAX_PIXELS == ValidationSettings().max_pixels
+
+
 def test_convert_keeps_originals_and_gives_the_trainer_the_same_pixels(image_set) -> None:
     s = image_set
     odd = {p.name: p for p in s.good if p.name in ("cmyk.jpg", "gray16.png", "palette_alpha.png", "la_alpha.png")}

@@ -13,12 +13,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.datasets.files import atomic_write_bytes, move_without_overwrite, require_folder, walk_files
+from core.datasets.files import atomic_write_bytes, is_image_file, move_without_overwrite, require_folder, walk_files
 from core.datasets.importers import ImportResult, import_folder
 from core.datasets.remote import redact_url
 from core.datasets.tags import clean_booru_tags, join_tags, parse_booru_tag_file
 from core.errors import CoreError
-from trainer.data.images import is_image_file
 
 RAW_TAGS_DIR = "_raw_tags"
 _OUTPUT_LINES = 8

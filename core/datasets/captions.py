@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from core.datasets.caption_history import FileChange, Snapshot, write_snapshot
 from core.datasets.files import atomic_write_bytes, list_images, require_folder
 from core.datasets.tags import join_tags, replace_underscores, split_tags
@@ -276,6 +274,8 @@ def edited_bytes(raw: bytes | None, edits: Sequence[CaptionEdit], separator: str
 
 def _has_image_header(path: Path) -> bool:
     """Cheap check (header only, no decoding) that ``path`` is an image at all."""
+    from PIL import Image  # only when a caption is about to be created: the panels open without Pillow
+
     try:
         with Image.open(path):
             return True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.datasets.naming import free_path, is_skipped_dir
 from core.errors import CoreError
-from trainer.data.images import is_image_file
+from trainer.data.blueprint import IMAGE_EXTENSIONS  # plain data: no numpy/PIL when a panel opens
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -76,6 +76,11 @@ def walk_files(root: Path, recursive: bool = True) -> Iterator[Path]:
                 yield from walk_files(entry, recursive)
         elif entry.is_file():
             yield entry
+
+
+def is_image_file(path: Path | str) -> bool:
+    """True when ``path`` has an extension the trainer reads as an image (any letter case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def list_images(root: Path, recursive: bool = True) -> list[Path]:

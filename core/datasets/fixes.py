@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from core.datasets.files import atomic_write_bytes, move_without_overwrite
+from core.datasets.files import atomic_write_bytes, is_image_file, move_without_overwrite
 from core.datasets.validation import BROKEN_KINDS, ODD_MODE_KINDS, Finding, ValidationReport
 from core.errors import CoreError
 from trainer.data.captions import caption_path
-from trainer.data.images import is_image_file, load_image_rgb
 from trainer.errors import TrainerError
 
 REJECTED_DIR = "_rejected"
@@ -111,6 +110,8 @@ def move_rejects(
 
 
 def _encode(path: Path, fmt: str, quality: int) -> bytes:
+    from trainer.data.images import load_image_rgb  # Pillow and numpy: only when converting
+
     try:
         image = load_image_rgb(path)
     except TrainerError as problem:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:  # numpy and Pillow are imported where hashing happens: the panels open without them
+    import numpy as np
+    from PIL import Image
 
 DEFAULT_DHASH_BITS = 8  # of 64: about what a resize plus JPEG re-encode moves
 DEFAULT_AHASH_BITS = 8
@@ -55,6 +57,9 @@ def _bits_to_int(bits: np.ndarray) -> int:
 
 
 def _grey_thumbnail(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    import numpy as np
+    from PIL import Image
+
     # BOX averages whole areas: the thumbnail reflects the picture, not a few sampled pixels.
     return np.asarray(image.convert("L").resize(size, Image.Resampling.BOX), dtype=np.float64)
 
@@ -85,6 +90,8 @@ def near_duplicate_pairs(
     """
     if len(hashes) < 2:
         return []
+    import numpy as np
+
     d = np.array([h.dhash for h in hashes], dtype=np.uint64)
     a = np.array([h.ahash for h in hashes], dtype=np.uint64)
     pairs = []
@@ -97,5 +104,7 @@ def near_duplicate_pairs(
 
 
 def _popcount(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     as_bytes = values.astype(">u8").view(np.uint8).reshape(-1, 8)
     return np.unpackbits(as_bytes, axis=1).sum(axis=1)

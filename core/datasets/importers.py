@@ -21,10 +21,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.datasets.files import require_folder, walk_files
+from core.datasets.files import is_image_file, require_folder, walk_files
 from core.datasets.naming import parse_subset_folder, sanitize_name, subset_folder_name
 from core.errors import CoreError
-from trainer.data.images import is_image_file
 
 DEFAULT_MAX_UNPACKED_BYTES = 20 * 1024**3  # 20 GiB: far above any LoRA dataset, far below a zip bomb
 DEFAULT_MAX_ENTRIES = 200_000

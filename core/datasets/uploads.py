@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.datasets.files import is_image_file
 from core.datasets.importers import CAPTION_EXTENSIONS, ImportResult, import_folder, import_zip
 from core.datasets.naming import sanitize_name
 from core.errors import CoreError
-from trainer.data.images import is_image_file
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
 from core.datasets.files import list_images, require_folder, walk_files
 from core.datasets.hashing import (
     DEFAULT_AHASH_BITS, DEFAULT_DHASH_BITS, PerceptualHash, near_duplicate_pairs, perceptual_hash,
 )
 from core.datasets.naming import parse_subset_folder
 from trainer.data.captions import caption_path
-from trainer.data.images import DEFAULT_MAX_PIXELS, try_load_image_rgb
 
 # Finding kinds. Broken ones make an image unusable; the trainer skips them.
 EMPTY = "empty"  # zero bytes
@@ -47,6 +44,9 @@ OUTSIDE_SUBSET = "outside_subset"  # an image the trainer will not read (not dir
 
 BROKEN_KINDS = (EMPTY, CORRUPT, TRUNCATED, HUGE)
 ODD_MODE_KINDS = (CMYK, SIXTEEN_BIT, PALETTE, ALPHA)
+# The trainer's decompression-bomb limit (trainer.data.images.DEFAULT_MAX_PIXELS, Pillow's own), written
+# out so this module loads without Pillow and numpy; a test keeps the two equal.
+DEFAULT_MAX_PIXELS = 89_478_485
 DEFAULT_MIN_SIDE = 256  # the usual min_bucket_reso: smaller images are enlarged, and look it
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -150,6 +150,10 @@ def _mode_findings(path: Path, mode: str, info: dict) -> list[Finding]:
 
 def _check_image(path: Path, settings: ValidationSettings) -> _Checked:
     """Header, then full decode; the findings of one image file."""
+    from PIL import Image  # decoding is the only part of this module that needs Pillow
+
+    from trainer.data.images import try_load_image_rgb
+
     data = path.read_bytes()
     if not data:
         return _Checked(None, (Finding(EMPTY, path, "the file is empty (0 bytes)"),))
@@ -212,22 +216,38 @@ def _layout_findings(root: Path, image_files: list[Path]) -> list[Finding]:
             for image in image_files if parse_subset_folder(image.parent.name) is None]
 
 
+def _has_caption(image: Path, settings: ValidationSettings) -> bool:
+    """True when ``image`` has a caption file with some text in it (the copy worth keeping)."""
+    extension = settings.caption_extension if settings.caption_extension.startswith(".") else f".{settings.caption_extension}"
+    try:
+        return bool(caption_path(image, extension).read_bytes().strip())
+    except OSError:
+        return False
+
+
 def _duplicate_findings(images: list[ImageInfo], settings: ValidationSettings) -> list[Finding]:
     found = []
-    first_of: dict[str, ImageInfo] = {}
+    copies: dict[str, list[ImageInfo]] = defaultdict(list)
+    for info in images:
+        copies[info.sha256].append(info)
+    # Which copy stays: one with a caption (moving it aside would lose the user's words from
+    # training), else the first in file order. The others are reported as its duplicates.
+    keep_of = {digest: next((i for i in group if _has_caption(i.path, settings)), group[0])
+               for digest, group in copies.items()}
     unique: list[ImageInfo] = []
     for info in images:
-        if info.sha256 in first_of:
-            found.append(Finding(DUPLICATE, info.path, f"same bytes as {first_of[info.sha256].path.name}",
-                                 related=first_of[info.sha256].path))
-        else:
-            first_of[info.sha256] = info
+        keep = keep_of[info.sha256]
+        if info is keep:
             unique.append(info)
+        else:
+            found.append(Finding(DUPLICATE, info.path, f"same bytes as {keep.path.name}", related=keep.path))
     # Exact copies are reported once above; near-duplicates are looked for among distinct files only.
     for i, j, d_bits, a_bits in near_duplicate_pairs([u.phash for u in unique], settings.max_dhash_bits, settings.max_ahash_bits):
         keep, drop = unique[i], unique[j]
-        if drop.size[0] * drop.size[1] > keep.size[0] * keep.size[1]:
-            keep, drop = drop, keep  # suggest rejecting the smaller copy
+        keep_area, drop_area = keep.size[0] * keep.size[1], drop.size[0] * drop.size[1]
+        if drop_area > keep_area or (drop_area == keep_area and _has_caption(drop.path, settings)
+                                     and not _has_caption(keep.path, settings)):
+            keep, drop = drop, keep  # suggest rejecting the smaller copy (at equal size, the uncaptioned one)
         found.append(Finding(NEAR_DUPLICATE, drop.path, f"looks like {keep.path.name} ({d_bits}+{a_bits} of 128 hash "
                                                         f"bits differ; {drop.size[0]}x{drop.size[1]} vs {keep.size[0]}x{keep.size[1]})",
                              related=keep.path))
