@@ -118,7 +118,8 @@ def test_regularisation_images_and_prior_loss_weight(tmp_path: Path, tiny_sd15) 
     ))
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    assert metadata["ss_num_reg_images"] == "2" and metadata["ss_num_train_images"] == "8"
+    # Two reg images balanced against 8 training samples (2 images x 4 repeats): 4 repeats each.
+    assert metadata["ss_num_reg_images"] == "8" and metadata["ss_num_train_images"] == "8"
     assert events[0]["images"] == 4
 
 

@@ -19,6 +19,7 @@ from trainer.data.blueprint import DatasetSpec, SubsetSpec
 from trainer.data.buckets import BucketAssignment, BucketSelector, Size
 from trainer.data.captions import CaptionFile, caption_path, read_caption_file, tags_of
 from trainer.data.images import DEFAULT_MAX_PIXELS, is_image_file, try_load_image_rgb
+from trainer.data.regularisation import balance_regularisation
 from trainer.errors import TrainerError
 
 CAPTION_FILE = "file"
@@ -262,6 +263,8 @@ def scan_datasets(
                  "searched), and check the skipped files listed above.",
         )
 
+    records, balance_warnings = balance_regularisation(records)
+    warnings += balance_warnings
     table: dict[Size, list[int]] = defaultdict(lambda: [0, 0])
     for record in records:
         table[record.bucket][0] += 1
