@@ -63,12 +63,22 @@ class GpuInfo:
         return self.compute_capability is not None and self.compute_capability >= (8, 0)
 
 
+# How bad a warning is; the setup panel colours by it. "error": nothing will train as it is.
+ERROR, WARNING, INFO = "error", "warning", "info"
+LEVELS = (ERROR, WARNING, INFO)
+
+
 @dataclass(frozen=True)
 class EnvWarning:
-    """A plain-language warning with a stable code the widgets can colour or test on."""
+    """A plain-language warning with a stable code to test on and a level (``LEVELS``) to colour by."""
 
     code: str
     message: str
+    level: str = WARNING
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"EnvWarning level {self.level!r} is not one of {LEVELS}")
 
 
 @dataclass(frozen=True)
@@ -135,7 +145,7 @@ class EnvironmentReport:
         if self.ram_total_gb is not None:
             lines.append(f"RAM: {self.ram_available_gb:.1f} GB free of {self.ram_total_gb:.1f} GB")
         lines.append(f"Disk: {self.disk_free_gb:.1f} GB free under {self.work_dir}")
-        lines.extend(f"Warning: {w.message}" for w in self.warnings)
+        lines.extend(f"{w.level.capitalize()}: {w.message}" for w in self.warnings)
         return lines
 
 
@@ -250,12 +260,14 @@ def build_warnings(
         found.append(EnvWarning(
             "no_torch",
             "PyTorch is not installed in this Python, so nothing can train yet. Run `python3 installer.py`.",
+            level=ERROR,
         ))
     if gpu is None:
         found.append(EnvWarning(
             "cpu_only",
             "No NVIDIA GPU found. Training a real model on the CPU would take days; the 'check my setup' "
             "run works, but rent or use a machine with an NVIDIA GPU for real training.",
+            level=WARNING,
         ))
     else:
         if gpu.vram_gb < SD15_MIN_VRAM_GB:
@@ -263,6 +275,7 @@ def build_warnings(
                 "low_vram",
                 f"{gpu.name} has {gpu.vram_gb:.1f} GB of VRAM; even SD1.5 LoRA training needs about "
                 f"{SD15_MIN_VRAM_GB:.0f} GB. Expect out-of-memory errors.",
+                level=WARNING,
             ))
         elif gpu.vram_gb < SDXL_MIN_VRAM_GB:
             found.append(EnvWarning(
@@ -270,30 +283,35 @@ def build_warnings(
                 f"{gpu.name} has {gpu.vram_gb:.1f} GB of VRAM. SD1.5 trains fine; SDXL-based models (Pony, "
                 f"Illustrious, NoobAI) need about {SDXL_MIN_VRAM_GB:.0f} GB with gradient checkpointing and "
                 "cached text-encoder outputs, so expect slow training or out-of-memory errors with them.",
+                level=WARNING,
             ))
         if not gpu.bf16_supported:
             found.append(EnvWarning(
                 "no_bf16",
                 f"{gpu.name} cannot train in bf16. Use fp16 mixed precision, and with SDXL use the fp16-fix "
                 "VAE: the stock SDXL VAE gives NaN (black) results in fp16.",
+                level=INFO,
             ))
         if torch_version is not None and torch_cuda is None:
             found.append(EnvWarning(
                 "cpu_torch_with_gpu",
                 "A GPU is present but the installed torch is a CPU build, so training would ignore the GPU. "
                 "Run `python3 installer.py --reinstall-torch` to install the CUDA build.",
+                level=ERROR,
             ))
     if disk_free_gb < MIN_FREE_DISK_GB:
         found.append(EnvWarning(
             "low_disk",
             f"Only {disk_free_gb:.1f} GB of disk is free. An SDXL base model alone is about 7 GB; free space "
             f"or move the work folders to a bigger disk (LORA_WORK_DIR) before downloading models.",
+            level=WARNING,
         ))
     if ram_total_gb is not None and ram_total_gb < MIN_RAM_GB:
         found.append(EnvWarning(
             "low_ram",
             f"The machine has {ram_total_gb:.1f} GB of RAM; loading an SDXL checkpoint needs about "
             f"{MIN_RAM_GB:.0f} GB and may be killed by the system.",
+            level=WARNING,
         ))
     return tuple(found)
 

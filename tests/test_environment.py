@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.environment import (
+    EnvWarning,
     GpuInfo,
     Platform,
     build_warnings,
@@ -137,6 +138,38 @@ def test_warnings_for_low_vram_disk_ram_and_old_gpus() -> None:
     assert _codes(gpus=(a3060,), ram_total_gb=8.0) == {"low_ram"}
     assert _codes(gpus=(a3060,), torch_cuda=None) == {"cpu_torch_with_gpu"}
     assert _codes(gpus=(a3060,), torch_version=None, torch_cuda=None) == {"no_torch"}
+
+
+def _levels(**kwargs) -> dict[str, str]:
+    defaults = dict(gpus=(), disk_free_gb=100.0, ram_total_gb=64.0, torch_version="2.5.1+cu124", torch_cuda="12.4")
+    defaults.update(kwargs)
+    return {w.code: w.level for w in build_warnings(**defaults)}
+
+
+def test_warning_levels_are_decided_where_the_warning_is_made() -> None:
+    a3060 = GpuInfo("RTX 3060", 12.0, (8, 6), "535")
+    gtx = GpuInfo("GTX 1060", 5.9, (6, 1), "535")
+    # Nothing can train: errors.
+    assert _levels(gpus=(a3060,), torch_version=None, torch_cuda=None) == {"no_torch": "error"}
+    assert _levels(gpus=(a3060,), torch_cuda=None) == {"cpu_torch_with_gpu": "error"}
+    assert _levels(gpus=(), torch_version=None, torch_cuda=None) == {"no_torch": "error", "cpu_only": "warning"}
+    # A CPU build on a machine without a GPU is what that machine can run: only the GPU warning.
+    assert _levels(gpus=(), torch_cuda=None) == {"cpu_only": "warning"}
+    # Trains, with limits or advice.
+    assert _levels(gpus=(gtx,), disk_free_gb=5.0, ram_total_gb=8.0) == {
+        "low_vram": "warning", "no_bf16": "info", "low_disk": "warning", "low_ram": "warning"}
+
+
+def test_report_lines_say_each_warnings_level(tmp_path: Path, monkeypatch) -> None:
+    import core.environment as environment
+
+    monkeypatch.setattr(environment, "_torch_versions", lambda: (None, None))  # a Python without torch
+    gpu = GpuInfo("RTX 3060", 12.0, (8, 6), "535")
+    report = detect_environment(environ={}, work_dir=tmp_path, gpu_probe=lambda: ((gpu,), "12.4"), dockerenv=NO_DOCKER)
+    assert [(w.code, w.level) for w in report.warnings if w.code == "no_torch"] == [("no_torch", "error")]
+    assert any(line.startswith("Error: PyTorch is not installed") for line in report.summary_lines())
+    with pytest.raises(ValueError, match="level 'fatal'"):
+        EnvWarning("x", "y", "fatal")
 
 
 def test_missing_work_dir_reports_disk_of_nearest_existing_parent(tmp_path: Path) -> None:

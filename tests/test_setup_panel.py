@@ -19,7 +19,7 @@ from safetensors import safe_open
 from core.paths import ProjectPaths
 from tests.test_model_downloads import PAYLOAD, TOKEN, Behaviour, _handler
 from widgets.context import BASE_MODEL, NotebookContext
-from widgets.setup_panel import SetupPanel
+from widgets.setup_panel import SetupPanel, warnings_html
 
 HF_SECRET = "hf_PanelSecret_0123456789"
 SD15_PATH = "/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors"
@@ -213,3 +213,13 @@ def test_check_my_setup_from_the_panel_passes_every_stage(tmp_path: Path) -> Non
     assert keys and any(key.startswith("lora_unet_") for key in keys)
     assert all(key.startswith(("lora_unet_", "lora_te_")) for key in keys)
     assert not panel.check_button.disabled and panel.messages.text == ""
+
+
+def test_warnings_are_coloured_by_the_level_core_gives_them() -> None:
+    from core.environment import EnvWarning
+
+    shown = warnings_html([EnvWarning("no_torch", "No <torch>", "error"), EnvWarning("cpu_only", "No GPU"),
+                           EnvWarning("no_bf16", "No bf16", "info")])
+    assert shown.count("lora-msg") == 3
+    assert 'lora-error">' in shown and "No &lt;torch&gt;" in shown
+    assert shown.index("lora-error") < shown.index("lora-warning") < shown.index("lora-info") < shown.index("No bf16")

@@ -6,16 +6,20 @@ opens fast), ``core.selfcheck`` runs the check, ``core.base_models`` fetches a b
 from __future__ import annotations
 
 import html
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from widgets.base import ERROR, WARNING, Panel, button
+from widgets.base import ERROR, INFO, WARNING, Panel, button
 from widgets.context import NotebookContext
 from widgets.style import message_html
 
-# Warnings that mean "nothing will train as it is" are shown as errors; the rest as warnings.
-_ERROR_CODES = {"no_torch", "cpu_torch_with_gpu"}
+if TYPE_CHECKING:
+    from core.environment import EnvWarning
+
+# core.environment decides how bad a warning is; the panel only picks the colour for each level.
+_LEVEL_STYLES = {"error": ERROR, "warning": WARNING, "info": INFO}
 _FOLDER_LABELS = {
     "work_dir": "work folder", "datasets": "datasets", "models": "base models", "vae": "VAEs",
     "outputs": "your LoRAs", "logs": "logs", "training_configs": "training configs", "cache": "cache",
@@ -96,9 +100,7 @@ class SetupPanel(Panel):
              if report.ram_total_gb is not None else "unknown"),
         ]
         self.report_html.value = _table(rows)
-        self.warnings_html.value = "".join(
-            message_html(ERROR if warning.code in _ERROR_CODES else WARNING, warning.message)
-            for warning in report.warnings)
+        self.warnings_html.value = warnings_html(report.warnings)
         folders = [(_FOLDER_LABELS.get(item.name, item.name),
                     f"{item.path}  ({item.free_gb:.1f} GB free{'' if item.exists else ', created when first used'})")
                    for item in manager.folder_space()]
@@ -110,6 +112,11 @@ class SetupPanel(Panel):
         if self.download is not None:
             finished = self.download.worker.wait(timeout) and finished
         return finished
+
+
+def warnings_html(warnings: Iterable[EnvWarning]) -> str:
+    """The environment warnings (``core.environment.EnvWarning``), each coloured by its level."""
+    return "".join(message_html(_LEVEL_STYLES.get(warning.level, WARNING), warning.message) for warning in warnings)
 
 
 def _table(rows: list[tuple[str, str]], mono: bool = False) -> str:
