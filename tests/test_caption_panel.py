@@ -1,11 +1,14 @@
 """The caption panel driven from code: preview -> apply -> undo byte for byte, and the one-image editor."""
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import pytest
 
+from core.datasets import captions as c
 from core.datasets.caption_diff import ADDED, KEPT, REMOVED, tag_diff
+from core.datasets.captions import describe
 from core.datasets.single_caption import caption_bytes, read_caption_text, save_caption
 from core.errors import CoreError
 from core.paths import ProjectPaths
@@ -46,7 +49,28 @@ def test_trigger_word_preview_apply_undo_is_byte_identical(tmp_path: Path, image
     assert "Changed" in panel.messages.text and panel.apply_button.disabled and changed == [True]
     panel.undo_button.click()
     assert _captions(image_set.root) == before  # byte for byte, and created captions set aside again
-    assert "Undid" in panel.messages.text and changed == [True, True]
+    assert changed == [True, True]
+    # The messages describe the edit in plain words, not as code.
+    assert escape("Changed ") in panel.messages.text
+    assert escape(": add trigger word 'zkw' at the front. Undo restores them.") in panel.messages.text
+    assert escape("Undid the last change (add trigger word 'zkw' at the front): restored ") in panel.messages.text
+    assert "AddTrigger" not in panel.messages.text
+
+
+def test_every_caption_edit_describes_itself_in_plain_words() -> None:
+    assert describe([c.AddTrigger("alicex", 0)]) == "add trigger word 'alicex' at the front"
+    assert describe([c.AddTrigger("alicex", None)]) == "add trigger word 'alicex' at the end"
+    assert describe([c.RemoveTags(("a", "b", "c", "d"))]) == "remove tags 'a', 'b', 'c' and 1 more"
+    assert describe([c.RemoveTags(("*hair",), "glob")]) == "remove tags matching '*hair'"
+    assert describe([c.ReplaceText("smiling", "grin")]) == "replace tag 'smiling' with 'grin'"
+    assert describe([c.ReplaceText("smiling", "")]) == "remove tag 'smiling'"
+    assert describe([c.DedupeTags(), c.SortTags(keep_first=1)]) == (
+        "remove repeated tags, then sort tags alphabetically (first 1 kept in place)")
+    assert describe([c.ReplaceUnderscores(), c.AddPrefix("a, b"), c.RemoveSuffix("z")]) == (
+        "replace underscores in tags with spaces, then add 'a', 'b' at the front, then remove 'z' from the end")
+    edits = (c.AddTrigger, c.RemoveTags, c.ReplaceText, c.SortTags, c.DedupeTags, c.ReplaceUnderscores,
+             c.AddPrefix, c.AddSuffix, c.RemovePrefix, c.RemoveSuffix)
+    assert set(c.CaptionEdit.__args__) == set(edits)  # a new edit type must get its own description
 
 
 def test_apply_only_what_was_previewed(tmp_path: Path, image_set: ImageSet) -> None:

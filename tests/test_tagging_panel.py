@@ -69,6 +69,7 @@ def test_tagging_a_dataset_with_the_tiny_tagger(tmp_path: Path, tiny_tagger: Tin
     # The run is undoable like a caption edit: the captions it created are set aside again.
     undone = DatasetManager(context.paths).undo_captions(project)
     assert len(undone.removed_created) == 4 and not list(project.glob("*/*.txt"))
+    assert undone.snapshot.description == "WD14 tagging (existing captions kept)"
 
 
 def test_existing_captions_are_kept_unless_chosen_and_undo_restores_them(tmp_path: Path, tiny_tagger: TinyTagger) -> None:

@@ -144,19 +144,19 @@ class CaptionPanel(Panel):
         if self.plan is None:
             raise CoreError("Nothing to apply.", hint="Click Preview first; Apply writes what the preview shows.")
         snapshot = self.manager.apply_captions(self.plan)
-        count = len(self.plan.changes)
+        count, description = len(self.plan.changes), self.plan.description
         self._forget_plan()
         self.preview_html.value = ""
         if snapshot is None:
             self.messages.info("Nothing changed.")
         else:
-            self.messages.ok(f"Changed {count} caption file(s). Undo restores them.")
+            self.messages.ok(f"Changed {count} caption file(s): {description}. Undo restores them.")
         self._changed()
 
     def undo(self) -> None:
         """Restore the captions from before the latest change, byte for byte."""
         result = self.manager.undo_captions(self._folder())
-        self.messages.ok(f"Undid '{result.snapshot.description}': restored {len(result.restored)} caption(s)"
+        self.messages.ok(f"Undid the last change ({result.snapshot.description}): restored {len(result.restored)} caption(s)"
                          + (f", set aside {len(result.removed_created)} it had created" if result.removed_created else "")
                          + ".")
         self._forget_plan()

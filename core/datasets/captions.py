@@ -33,12 +33,25 @@ def tag_key(tag: str) -> str:
     return " ".join(tag.replace("_", " ").casefold().split())
 
 
+def _quoted(items: Sequence[str], shown: int = 3) -> str:
+    """``'a', 'b' and 2 more``: tags named in a description, a long list cut short."""
+    words = [f"'{item.strip()}'" for item in items if item.strip()]
+    text = ", ".join(words[:shown])
+    return text + (f" and {len(words) - shown} more" if len(words) > shown else "")
+
+
 @dataclass(frozen=True)
 class AddTrigger:
     """Put ``word`` at ``position`` (0 = first; None = last). Present elsewhere: moved there. Idempotent."""
 
     word: str
     position: int | None = 0
+
+    def describe(self) -> str:
+        """Plain words for the undo list, e.g. "add trigger word 'ohwx' at the front"."""
+        where = ("at the end" if self.position is None else "at the front" if self.position <= 0
+                 else f"as tag number {self.position + 1}")
+        return f"add trigger word '{self.word.strip()}' {where}"
 
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption with the trigger word in place."""
@@ -54,6 +67,11 @@ class RemoveTags:
 
     tags: tuple[str, ...]
     match: str = "exact"
+
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        how = {"glob": "matching ", "regex": "matching the pattern(s) "}.get(self.match, "")
+        return f"remove tags {how}{_quoted(self.tags)}"
 
     def _matches(self, tag: str) -> bool:
         key = tag_key(tag)
@@ -78,6 +96,14 @@ class ReplaceText:
     new: str
     substring: bool = False
 
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        if self.substring:
+            return f"replace the text '{self.old}' with '{self.new}'"
+        if not self.new.strip():
+            return f"remove tag '{self.old.strip()}'"
+        return f"replace tag '{self.old.strip()}' with '{self.new.strip()}'"
+
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption with the replacement made."""
         if self.substring:
@@ -96,6 +122,12 @@ class SortTags:
     keep_first: int = 0
     reverse: bool = False
 
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        order = "in reverse alphabetical order" if self.reverse else "alphabetically"
+        kept = f" (first {self.keep_first} kept in place)" if self.keep_first else ""
+        return f"sort tags {order}{kept}"
+
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption with its tags sorted."""
         tags = split_tags(caption, separator)
@@ -107,6 +139,10 @@ class SortTags:
 @dataclass(frozen=True)
 class DedupeTags:
     """Drop repeated tags, keeping each one's first occurrence."""
+
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        return "remove repeated tags"
 
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption without repeats."""
@@ -120,6 +156,10 @@ class DedupeTags:
 class ReplaceUnderscores:
     """``long_hair`` -> ``long hair`` in every tag; kaomoji such as ``^_^`` kept."""
 
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        return "replace underscores in tags with spaces"
+
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption with underscores replaced."""
         tags = split_tags(caption, separator)
@@ -132,6 +172,10 @@ class AddPrefix:
     """Put ``text`` (one or more tags) at the start, unless the caption already starts with it."""
 
     text: str
+
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        return "add " + _quoted(split_tags(self.text)) + " at the front"
 
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption with the prefix."""
@@ -147,6 +191,10 @@ class AddSuffix:
 
     text: str
 
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        return "add " + _quoted(split_tags(self.text)) + " at the end"
+
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption with the suffix."""
         suffix, tags = split_tags(self.text, separator), split_tags(caption, separator)
@@ -161,6 +209,10 @@ class RemovePrefix:
 
     text: str
 
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        return "remove " + _quoted(split_tags(self.text)) + " from the front"
+
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption without the prefix."""
         prefix, tags = split_tags(self.text, separator), split_tags(caption, separator)
@@ -174,6 +226,10 @@ class RemoveSuffix:
     """Remove ``text`` (one or more tags) from the end when the caption ends with it."""
 
     text: str
+
+    def describe(self) -> str:
+        """Plain words for the undo list."""
+        return "remove " + _quoted(split_tags(self.text)) + " from the end"
 
     def edit(self, caption: str, separator: str = ",") -> str:
         """The caption without the suffix."""
@@ -284,8 +340,8 @@ def _has_image_header(path: Path) -> bool:
 
 
 def describe(edits: Sequence[CaptionEdit]) -> str:
-    """A one-line description of an edit chain, stored in the snapshot."""
-    return "; ".join(repr(edit) for edit in edits)
+    """A one-line plain-language description of an edit chain, stored in the snapshot and shown by Undo."""
+    return ", then ".join(edit.describe() for edit in edits)
 
 
 def plan_edits(

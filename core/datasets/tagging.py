@@ -125,6 +125,14 @@ def _snapshot(folder: Path, description: str, before: dict[Path, bytes | None]) 
     return write_snapshot(folder, description, changes) if changes else None
 
 
+def _description(request: TaggingRequest) -> str:
+    """Plain words for the undo list, e.g. "WD14 tagging (existing captions kept)"."""
+    what = "BLIP captions" if request.captioner == BLIP else "WD14 tagging"
+    existing = {"skip": "existing captions kept", "append": "added to existing captions",
+                "overwrite": "existing captions replaced"}.get(request.existing, request.existing)
+    return f"{what} ({existing})"
+
+
 def _policy(existing: str):
     from custom.captioners.files import ExistingPolicy
 
@@ -184,7 +192,7 @@ def tag_dataset(request: TaggingRequest, progress: Progress | None = None, log: 
         from custom.captioners.blip import BlipCaptioner, BlipSettings
 
         captioner = BlipCaptioner(BlipSettings(model=request.blip_model))
-    description = f"{request.captioner} tagging ({request.existing} existing captions)"
+    description = _description(request)
     offset = 0
     try:
         for folder, count in zip(folders, counts):
