@@ -147,6 +147,15 @@ class DatasetManager:
 
         return statistics.compute_statistics(self.folder(folder), settings, **options)
 
+    def statistics_at(self, folder: Path | str, side: int) -> DatasetStatistics:
+        """The statistics a run at ``side`` x ``side`` px would see: buckets, batch and epochs from the
+        matching training preset, else the trainer's defaults (see ``settings_for_resolution``)."""
+        from core.datasets import statistics
+
+        chosen = statistics.settings_for_resolution(side)
+        return statistics.compute_statistics(self.folder(folder), chosen.buckets, batch_size=chosen.batch_size,
+                                             epochs=chosen.epochs, assumed=chosen.describe())
+
     # --- captions ---------------------------------------------------------------------------------
 
     def preview_captions(self, folder: Path | str, edits: Sequence[CaptionEdit], **options) -> EditPlan:

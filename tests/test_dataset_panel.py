@@ -209,6 +209,12 @@ def test_statistics_are_drawn(tmp_path: Path, image_set: ImageSet) -> None:
     stats = panel.statistics
     assert stats.image_count == len(image_set.good)
     assert "steps per epoch" in panel.stats_html.value and "Buckets" in panel.stats_html.value
+    assert "buckets 256-1024 px in steps of 64, batch 2, 10 epochs (the SD 1.5 preset)" in panel.stats_html.value
+    panel.stats_resolution.value = 1024  # SDXL: the preset's 512-2048 buckets, not a guess made in the panel
+    panel.stats_button.click()
+    assert panel.wait(180)
+    assert "buckets 512-2048 px" in panel.stats_html.value and "(the SDXL preset)" in panel.stats_html.value
+    assert all(min(size) >= 512 for size in panel.statistics.bucket_table)
 
 
 # ---------------------------------------------------------------- core helpers

@@ -16,6 +16,7 @@ from core.datasets.validation import (
     ALPHA, BAD_CAPTION, BROKEN_KINDS, CMYK, CORRUPT, DUPLICATE, EMPTY, HUGE, EMPTY_CAPTION, NEAR_DUPLICATE, NO_CAPTION, ODD_MODE_KINDS,
     ORPHAN_CAPTION, OUTSIDE_SUBSET, PALETTE, SIXTEEN_BIT, TOO_SMALL, TRUNCATED, ValidationSettings, validate_dataset,
 )
+from core.errors import CoreError
 from core.paths import ProjectPaths
 from trainer.config import load_training_config
 from trainer.data.blueprint import build_datasets
@@ -208,6 +209,41 @@ def test_statistics_of_one_folder_and_repeats_override(image_set_template) -> No
     assert [(s.repeats, s.images) for s in stats.subsets] == [(3, 6)]
     assert stats.steps_per_epoch == 18
     assert compute_statistics(image_set_template.subsets[1], repeats=1).steps_per_epoch == 6
+
+
+def test_statistics_settings_follow_the_presets_and_the_trainer_defaults() -> None:
+    from core.datasets.statistics import settings_for_resolution
+    from core.training.presets import load_training_presets
+    from trainer.options import get_option
+
+    presets = load_training_presets()
+    sdxl = settings_for_resolution(1024)
+    assert sdxl.buckets == BucketSettings(resolution=(1024, 1024), min_bucket_reso=presets["sdxl"].values["min_bucket_reso"],
+                                          max_bucket_reso=presets["sdxl"].values["max_bucket_reso"])
+    assert (sdxl.buckets.min_bucket_reso, sdxl.buckets.max_bucket_reso) == (512, 2048)
+    assert (sdxl.batch_size, sdxl.epochs) == (presets["sdxl"].values["train_batch_size"], 10)
+    assert sdxl.describe() == ("Assumed: 1024x1024, buckets 512-2048 px in steps of 64, batch 2, 10 epochs "
+                               "(the SDXL preset).")
+    sd15 = settings_for_resolution(512)
+    assert (sd15.buckets.min_bucket_reso, sd15.buckets.max_bucket_reso, sd15.source) == (256, 1024, "the SD 1.5 preset")
+    # No preset at 768: the options table's defaults, which already hold 768.
+    sd2 = settings_for_resolution(768)
+    assert sd2.source == "the trainer's defaults" and sd2.batch_size == get_option("train_batch_size").default
+    assert (sd2.buckets.min_bucket_reso, sd2.buckets.max_bucket_reso, sd2.buckets.bucket_reso_steps) == (
+        get_option("min_bucket_reso").default, get_option("max_bucket_reso").default, get_option("bucket_reso_steps").default)
+    # A resolution outside the default range widens it, as the trainer requires max_bucket_reso >= resolution.
+    big = settings_for_resolution(1536, presets={})
+    assert (big.buckets.min_bucket_reso, big.buckets.max_bucket_reso) == (256, 1536)
+    with pytest.raises(CoreError, match="too small"):
+        settings_for_resolution(8)
+
+
+def test_manager_statistics_at_a_resolution_use_those_settings(image_set_template) -> None:
+    manager = DatasetManager(ProjectPaths.resolve({}, work_dir=image_set_template.root.parent))
+    stats = manager.statistics_at(image_set_template.root, 1024)
+    assert (stats.batch_size, stats.epochs) == (2, 10)
+    assert all(min(size) >= 512 and max(size) <= 2048 for size in stats.bucket_table)
+    assert stats.summary_lines()[3] == stats.assumed and "(the SDXL preset)" in stats.assumed
 
 
 def test_cli_validate_and_stats(image_set, capsys, monkeypatch) -> None:

@@ -290,10 +290,7 @@ class DatasetPanel(Panel):
         side = int(self.stats_resolution.value)
 
         def work():
-            from core.datasets.statistics import BucketSettings
-
-            settings = BucketSettings(resolution=(side, side), min_bucket_reso=256, max_bucket_reso=2 * side)
-            return self.manager.statistics(folder, settings)
+            return self.manager.statistics_at(folder, side)  # core picks the buckets, batch and epochs for it
 
         def done(stats) -> None:
             from widgets.dataset_charts import statistics_png

@@ -37,6 +37,62 @@ class BucketSettings:
     bucket_no_upscale: bool = False
 
 
+# The trainer's options table has no default epoch count (it can train by steps); every preset uses 10.
+_FALLBACK_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class StatisticsSettings:
+    """What the statistics assume for one training resolution, and where those values come from."""
+
+    buckets: BucketSettings
+    batch_size: int
+    epochs: int
+    source: str  # "the SDXL preset", "the trainer's defaults"
+
+    def describe(self) -> str:
+        """One line for the panel and the CLI."""
+        b = self.buckets
+        width, height = b.resolution
+        buckets = (f"buckets {b.min_bucket_reso}-{b.max_bucket_reso} px in steps of {b.bucket_reso_steps}"
+                   if b.enable_bucket else "no buckets (square crops)")
+        return f"Assumed: {width}x{height}, {buckets}, batch {self.batch_size}, {self.epochs} epochs ({self.source})."
+
+
+def settings_for_resolution(side: int, presets: dict | None = None) -> StatisticsSettings:
+    """Bucket settings, batch size and epochs a run at ``side`` x ``side`` px would most likely use.
+
+    The first training preset with that resolution gives them (SD 1.5 at 512: buckets 256-1024;
+    SDXL and its families at 1024: 512-2048, as ``core/training_presets.toml`` sets); without one,
+    the trainer's options table defaults, widened so the bucket range holds the resolution.
+    """
+    from core.training.presets import load_training_presets
+    from trainer.options import get_option
+
+    if side < 64:
+        raise CoreError(f"A training resolution of {side} px is too small.", hint="Use 512 (SD1.5) or 1024 (SDXL).")
+    names = ("min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "bucket_no_upscale", "train_batch_size",
+             "max_train_epochs")
+    values = {name: get_option(name).default for name in names}
+    source = "the trainer's defaults"
+    presets = load_training_presets() if presets is None else presets
+    for preset in presets.values():
+        resolution = preset.values.get("resolution")
+        if resolution in ([side, side], side):
+            values.update({name: preset.values[name] for name in names if name in preset.values})
+            source = f"the {preset.label} preset"
+            break
+    buckets = BucketSettings(
+        resolution=(side, side), enable_bucket=True,
+        # The trainer refuses a bucket range that does not hold the resolution itself.
+        min_bucket_reso=min(int(values["min_bucket_reso"]), side),
+        max_bucket_reso=max(int(values["max_bucket_reso"]), side),
+        bucket_reso_steps=int(values["bucket_reso_steps"]), bucket_no_upscale=bool(values["bucket_no_upscale"]),
+    )
+    return StatisticsSettings(buckets, int(values["train_batch_size"] or 1),
+                              int(values["max_train_epochs"] or _FALLBACK_EPOCHS), source)
+
+
 @dataclass(frozen=True)
 class SubsetStats:
     """One ``N_name`` folder: its repeats and usable image count."""
@@ -63,11 +119,14 @@ class DatasetStatistics:
     total_steps: int
     formula: str
     tag_frequency: dict[str, int]  # all folders together, most common first (class tokens count for uncaptioned images)
+    assumed: str = ""  # the settings the numbers assume, in words (empty: the caller chose them)
 
     def summary_lines(self, top_tags: int = 20) -> list[str]:
         """Readable lines for the CLI and the panel."""
         lines = [f"{self.root}: {self.image_count} usable image(s)" + (f", {len(self.skipped)} skipped" if self.skipped else "")]
         lines += [f"  {s.folder.name}: {s.images} image(s) x {s.repeats} repeats" for s in self.subsets]
+        if self.assumed:
+            lines.append(self.assumed)
         lines.append("Shorter side: " + ", ".join(f"{name}: {count}" for name, count in self.side_histogram.items() if count))
         lines.append("Buckets (w x h: images, with repeats):")
         lines += [f"  {w}x{h}: {c.images}, {c.with_repeats}" for (w, h), c in self.bucket_table.items()]
@@ -124,11 +183,13 @@ def compute_statistics(
     repeats: int | None = None,
     caption_extension: str = ".txt",
     workers: int | None = None,
+    assumed: str = "",
 ) -> DatasetStatistics:
     """Image count, resolutions, the trainer's bucket table and steps, and tag frequency of ``root``.
 
     ``root`` is a project folder (its ``N_name`` folders are the subsets, as with
     ``train_data_dir``) or a single image folder. ``repeats`` overrides every folder's count.
+    ``assumed`` describes where the settings came from (see :func:`settings_for_resolution`).
     """
     settings = settings or BucketSettings()
     if batch_size < 1 or epochs < 1 or (repeats is not None and repeats < 1):
@@ -168,4 +229,5 @@ def compute_statistics(
         total_steps=steps * epochs,
         formula=_formula(scan, batch_size, epochs, steps),
         tag_frequency=dict(sorted(tags.items(), key=lambda item: (-item[1], item[0]))),
+        assumed=assumed,
     )
