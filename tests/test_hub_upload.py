@@ -1,6 +1,7 @@
 """Hugging Face upload of a LoRA (with card and samples) and of a dataset, against a loopback fake Hub."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -13,7 +14,7 @@ from PIL import Image
 from core.errors import CoreError
 from core.hub.model_card import resolve_base_model
 from core.utilities_manager import upload_dataset, upload_lora
-from tests.fake_hub import READ_TOKEN, USER, WRITE_TOKEN, allow_hub_requests, fake_hub
+from tests.fake_hub import READ_TOKEN, STORAGE, USER, WRITE_TOKEN, allow_hub_requests, fake_hub
 from trainer.saving.lora_file import save_lora_file
 
 STEM = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
@@ -36,6 +37,15 @@ def make_trained_lora(path: Path, **extra: str) -> Path:
     }
     save_lora_file(path, tensors, metadata)
     return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def storage_puts(hub) -> list[tuple[str, str, dict[str, str]]]:
+    """The requests that went to LFS storage (the pre-signed upload URLs) rather than to the Hub."""
+    return [request for request in hub.requests if request[1].startswith(STORAGE)]
 
 
 def front_matter(readme: str) -> dict:
@@ -61,14 +71,24 @@ def test_upload_lora_creates_a_private_repo_with_file_samples_and_card(tmp_path,
     # Created once, private, as a model repo under the token's user.
     assert hub.creates == [{"name": "zk-style", "organization": None, "visibility": "private"}]
     assert result.repo_id == f"{USER}/zk-style" and result.private and result.repo_type == "model"
-    # One commit with exactly these files and these bytes.
+    # The LoRA and the samples went to LFS storage first (one batch, basic transfer, each verified),
+    # then one commit named them by sha256; only the README travelled inside the commit.
     assert len(hub.commits) == 1
-    files = hub.commits[0]["files"]
-    assert sorted(files) == sorted(["zk_style.safetensors", "images/zk_style_000010_00.png",
-                                    "images/zk_style_000010_01.png", "README.md"])
+    commit = hub.commits[0]
+    binaries = {"zk_style.safetensors": lora, "images/zk_style_000010_00.png": samples[0],
+                "images/zk_style_000010_01.png": samples[1]}
+    assert commit["lfs"] == {name: sha256(path) for name, path in binaries.items()}
+    assert commit["inline"] == ["README.md"] and commit["other_keys"] == []
+    assert all(hub.lfs_objects[sha256(path)] == path.read_bytes() for path in binaries.values())
+    assert len(hub.lfs_batches) == 1 and "basic" in hub.lfs_batches[0]["transfers"]
+    assert sorted((item["oid"], item["size"]) for item in hub.lfs_batches[0]["objects"]) == sorted(
+        (sha256(path), path.stat().st_size) for path in binaries.values())
+    assert sorted(path.split("?")[0].removeprefix(STORAGE) for _, path, _ in storage_puts(hub)) == sorted(
+        commit["lfs"].values())
+    assert sorted(hub.verified) == sorted(commit["lfs"].values())
+    assert any(path == f"/{USER}/zk-style.git/info/lfs/objects/batch" for _, path, _ in hub.requests)
+    files = commit["files"]
     assert files["zk_style.safetensors"] == lora.read_bytes()
-    assert files["images/zk_style_000010_01.png"] == samples[1].read_bytes()
-    assert hub.commits[0]["other_keys"] == []  # nothing went by LFS: the fake Hub asked for inline content
     # The card: base model and trigger words in the front matter, settings and usage in the body.
     readme = files["README.md"].decode()
     meta = front_matter(readme)
@@ -81,13 +101,17 @@ def test_upload_lora_creates_a_private_repo_with_file_samples_and_card(tmp_path,
     assert hub.validated_yaml and hub.validated_yaml[0] == readme
     # Progress reached the end.
     assert seen[-1][0] == seen[-1][1] == result.total_bytes > 0
-    # The token: only ever in the Authorization header.
-    assert hub.requests and all(headers.get("authorization") == f"Bearer {WRITE_TOKEN}"
-                                for _, _, headers in hub.requests)
+    # The token: in the Authorization header of every Hub call (create, preupload, LFS batch and
+    # verify, commit), never sent to storage (the pre-signed URL is its credential), never elsewhere.
+    puts = storage_puts(hub)
+    assert [method for method, _, _ in puts] == ["PUT"] * 3
+    assert not any(WRITE_TOKEN in value for _, _, headers in puts for value in headers.values())
+    hub_calls = [request for request in hub.requests if request not in puts]
+    assert hub_calls and all(headers.get("authorization") == f"Bearer {WRITE_TOKEN}" for _, _, headers in hub_calls)
     assert not any(WRITE_TOKEN in value for _, _, headers in hub.requests
                    for name, value in headers.items() if name != "authorization")
     assert not any(WRITE_TOKEN in path for _, path, _ in hub.requests)
-    assert all(WRITE_TOKEN.encode() not in data for data in files.values())
+    assert all(WRITE_TOKEN.encode() not in data for data in [*files.values(), *hub.lfs_objects.values()])
     printed = capsys.readouterr()
     assert WRITE_TOKEN not in caplog.text + printed.out + printed.err + repr(result)
     assert "Uploading 4 files" in caplog.text  # our log line is there, without the token
@@ -110,6 +134,9 @@ def test_upload_to_an_existing_repo_and_with_explicit_base_model(tmp_path, monke
     second_meta = front_matter(hub.commits[1]["files"]["README.md"].decode())
     assert second_meta["base_model"] == "OnomaAIResearch/Illustrious-xl" and second_meta["instance_prompt"] == "a b, c"
     assert sorted(hub.commits[1]["files"]) == ["README.md", "x.safetensors"]
+    # The same LoRA twice: the LFS batch says the object is already stored, so it is sent only once.
+    assert hub.commits[1]["lfs"] == hub.commits[0]["lfs"] == {"x.safetensors": sha256(lora)}
+    assert len(storage_puts(hub)) == 1 and len(hub.lfs_batches) == 2
 
 
 def test_upload_errors_name_the_problem_and_never_the_token(tmp_path, monkeypatch):
@@ -139,7 +166,26 @@ def test_upload_errors_name_the_problem_and_never_the_token(tmp_path, monkeypatc
     assert "HF_HUB_OFFLINE" in offline.value.hint
 
 
-def test_upload_dataset_skips_rejects_originals_and_history(tmp_path, monkeypatch):
+def test_with_xet_the_client_asks_the_hub_for_a_write_token_and_a_refusal_is_explained(tmp_path, monkeypatch):
+    """Users' real uploads go through Xet (hf_xet installed, the default): its first call asks the Hub
+    for a Xet write token, with ours only in the Authorization header. A Hub or mirror without Xet
+    (this fake) gives a CoreError that says so and how to fall back to plain LFS."""
+    pytest.importorskip("hf_xet")
+    allow_hub_requests(monkeypatch, xet=True)
+    lora = make_trained_lora(tmp_path / "z.safetensors")
+    with fake_hub() as hub:
+        with pytest.raises(CoreError) as refused:
+            upload_lora(lora, "z", token=WRITE_TOKEN, endpoint=hub.base, show_bar=False)
+    token_calls = [(method, headers) for method, path, headers in hub.requests
+                   if path == f"/api/models/{USER}/z/xet-write-token/main"]
+    assert token_calls and all(method == "GET" and headers["authorization"] == f"Bearer {WRITE_TOKEN}"
+                               for method, headers in token_calls)
+    assert hub.lfs_batches == [] and hub.commits == []  # no LFS fallback, no half commit
+    assert "Xet storage" in refused.value.message and "HF_HUB_DISABLE_XET=1" in refused.value.hint
+    assert WRITE_TOKEN not in str(refused.value)
+
+
+def test_upload_dataset_skips_rejects_originals_and_history(tmp_path, monkeypatch, capsys):
     allow_hub_requests(monkeypatch)
     root = tmp_path / "mychar"
     (root / "10_mychar").mkdir(parents=True)
@@ -156,6 +202,14 @@ def test_upload_dataset_skips_rejects_originals_and_history(tmp_path, monkeypatc
     files = hub.commits[0]["files"]
     assert sorted(files) == ["10_mychar/a.png", "10_mychar/a.txt", "README.md"]
     assert files["10_mychar/a.txt"] == b"mychar, 1girl"
+    # Images by LFS (to the dataset's git URL), captions and card inline.
+    assert hub.commits[0]["lfs"] == {"10_mychar/a.png": sha256(root / "10_mychar" / "a.png")}
+    assert files["10_mychar/a.png"] == (root / "10_mychar" / "a.png").read_bytes()
+    assert hub.commits[0]["inline"] == ["10_mychar/a.txt", "README.md"]
+    assert any(path == f"/datasets/{USER}/mychar-data.git/info/lfs/objects/batch" for _, path, _ in hub.requests)
+    # show_bar=False (the panel's way): huggingface_hub's own per-file bars stay quiet too.
+    printed = capsys.readouterr()
+    assert "LFS" not in printed.err + printed.out and "a.png" not in printed.err
     assert "| 10_mychar | 1 | 1 |" in files["README.md"].decode()
     assert any("/api/datasets/artist/mychar-data/commit/main" in path for _, path, _ in hub.requests)
 

@@ -4,6 +4,9 @@ The repo is created when missing, **private** unless asked otherwise (an existin
 visibility). Files go up through huggingface_hub's commit API: a "preupload" request per batch
 (which also pushes large files to LFS/Xet storage when the Hub asks for it, so the progress bar
 moves per batch), then one commit with every file, so a failed upload never leaves half a repo.
+The Hub asks for LFS for weights and images; huggingface_hub then sends them to Xet storage when
+``hf_xet`` is installed (unless ``HF_HUB_DISABLE_XET`` is set), else through the git-LFS batch API,
+and the commit names them by sha256. Text (README, captions) travels inside the commit.
 
 The token comes from the argument, ``HF_TOKEN``, or huggingface_hub's saved login. It travels
 only in the Authorization header: it is never logged, never written into the card, and every
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -103,6 +107,12 @@ def hub_error(error: Exception, target: HubTarget, action: str) -> CoreError:
         server = _scrub(str(getattr(error, "server_message", "") or ""), target.token)[:300]
         return CoreError(f"Hugging Face answered HTTP {status} to {where}" + (f": {server}" if server else "."),
                          "Try again later; if it persists, check the repo name and the token.")
+    # hf_xet reports a refused Xet token or storage call as a plain ConnectionError/RuntimeError.
+    if isinstance(error, (ConnectionError, RuntimeError)) and "xet" in str(error).lower():
+        reason = _scrub(str(error), target.token)[:300]
+        return CoreError(f"Hugging Face's Xet storage did not take the files for {target.repo_id}: {reason}",
+                         "Try again later. A Hub mirror (HF_ENDPOINT) may not offer Xet: set HF_HUB_DISABLE_XET=1 "
+                         "before starting Jupyter to upload through plain LFS instead.")
     if isinstance(error, ValueError) and "README" in str(error):
         reason = _scrub(str(error), target.token)
         return CoreError(f"Hugging Face rejected the model card of {target.repo_id}: {reason}",
@@ -137,8 +147,14 @@ def open_repo(target: HubTarget, repo_type: str) -> OpenRepo:
 
 def send_files(repo: OpenRepo, target: HubTarget, files: Sequence[tuple[str, Path | bytes]], message: str,
                progress: Progress | None = None, show_bar: bool = True) -> UploadResult:
-    """Upload ``(path in repo, local path or bytes)`` pairs in one commit, with a tqdm bar over the bytes."""
+    """Upload ``(path in repo, local path or bytes)`` pairs in one commit, with a tqdm bar over the bytes.
+
+    ``show_bar=False`` (a caller with its own progress, like the utilities panel) also hides
+    huggingface_hub's per-file LFS/Xet bars, which a background thread would print into whichever
+    notebook cell ran last.
+    """
     from huggingface_hub import CommitOperationAdd
+    from huggingface_hub.utils import disable_progress_bars
     from tqdm.auto import tqdm
 
     sizes = [len(data) if isinstance(data, bytes) else Path(data).stat().st_size for _, data in files]
@@ -147,7 +163,10 @@ def send_files(repo: OpenRepo, target: HubTarget, files: Sequence[tuple[str, Pat
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data if isinstance(data, bytes) else str(data))
                   for name, data in files]
     done = 0
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"Upload to {repo.repo_id}", disable=not show_bar) as bar:
+    # huggingface_hub's switch is process-wide; its context manager turns the bars back on afterwards.
+    quiet = disable_progress_bars() if not show_bar else nullcontext()
+    with quiet, tqdm(total=total, unit="B", unit_scale=True, desc=f"Upload to {repo.repo_id}",
+                     disable=not show_bar) as bar:
         for batch in _batches(list(zip(operations, sizes))):
             try:
                 repo.api.preupload_lfs_files(repo.repo_id, additions=[op for op, _ in batch],
