@@ -94,6 +94,12 @@ def test_import_folder_shows_every_image_with_its_status(tmp_path: Path, image_s
     assert panel.grid.images[index].format == "svg+xml"
     good = [item.path.name for item in panel.grid.shown].index("plain_rgb.png")
     assert panel.grid.images[good].format == "jpeg" and panel.grid.images[good].value[:2] == b"\xff\xd8"
+    # Each cell shows its caption's first tags (the whole caption in the tooltip), or says it has none.
+    assert ('title="ohwx woman, red dress, smiling">ohwx woman, red dress, smiling</div>'
+            in panel.grid.badges[good].value)
+    missing = [item.path.name for item in panel.grid.shown].index("uncaptioned.webp")
+    assert "(no caption)" in panel.grid.badges[missing].value
+    assert f"; {len(image_set.uncaptioned)} without a caption" in panel.grid.count_label.value
     # The report lists the findings and enables exactly the fixes it has findings for.
     assert "23 image file(s), 19 decodable" in panel.report_html.value
     assert not panel.move_broken_button.disabled and not panel.convert_button.disabled
@@ -161,6 +167,8 @@ def test_create_dataset_and_choose_existing(tmp_path: Path) -> None:
     other = DatasetPanel(context)
     assert str(folder.parent) in [value for _, value in other.dataset.options]
     assert other.dataset.value == str(folder.parent)
+    assert other.wait(60) and "<b>0 image(s)</b>" in other.grid.count_label.value  # and shows it at once
+    assert "0 image file(s)" in other.report_html.value
 
 
 def test_upload_through_the_browser(tmp_path: Path) -> None:
@@ -253,6 +261,23 @@ def test_statuses_quick_and_from_a_report(image_set_template: ImageSet) -> None:
     assert [p.name for p in image_folders(image_set_template.root)] == ["10_ohwx woman", "3_style"]
     assert image_folders(image_set_template.root / SUBJECT) == [(image_set_template.root / SUBJECT).resolve()]
     assert page_of(list(range(10)), 7, 4) == ([8, 9], 2, 3)
+
+
+def test_caption_preview_is_short_and_escaped(tmp_path: Path) -> None:
+    from widgets.dataset_grid import badge_html
+
+    folder = tmp_path / "1_x"
+    folder.mkdir()
+    image = folder / "a.png"
+    Image.new("RGB", (32, 32)).save(image)
+    (folder / "a.txt").write_bytes(b"\xef\xbb\xbf\r\n<b>bold</b>, long hair, blue eyes, smile, 1girl\r\nsecond line")
+    status = quick_statuses(folder)[0]
+    assert status.caption == "<b>bold</b>, long hair, blue eyes, smile, 1girl"  # the line the trainer reads
+    assert status.caption_preview() == "<b>bold</b>, long hair, blue eyes, ..."
+    assert status.caption_preview(tags=5, chars=20) == "<b>bold</b>, long..."
+    cell = badge_html(status)
+    assert "&lt;b&gt;bold&lt;/b&gt;, long hair, blue eyes, ...</div>" in cell and "<b>bold" not in cell
+    assert 'title="&lt;b&gt;bold&lt;/b&gt;, long hair, blue eyes, smile, 1girl"' in cell
 
 
 def test_caption_problems_show_on_their_image(image_set: ImageSet) -> None:

@@ -1,6 +1,7 @@
 """The tagging panel driven from code with the tiny WD14 tagger (a real onnxruntime run), and core's tag_dataset."""
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.fixtures.tagger import TinyTagger
 from tests.test_blip_captioner import WORDS as BLIP_WORDS
 from tests.test_blip_captioner import tiny_blip  # noqa: F401 - the tiny random BLIP fixture, reused
 from widgets.context import DATASET_FOLDER, NotebookContext
+from widgets.dataset_panel import DatasetPanel
 from widgets.tagging_panel import LOCAL, TaggingPanel
 
 # Solid colours the tiny tagger is wired to recognise (see tests/fixtures/tagger.py).
@@ -70,6 +72,26 @@ def test_tagging_a_dataset_with_the_tiny_tagger(tmp_path: Path, tiny_tagger: Tin
     undone = DatasetManager(context.paths).undo_captions(project)
     assert len(undone.removed_created) == 4 and not list(project.glob("*/*.txt"))
     assert undone.snapshot.description == "WD14 tagging (existing captions kept)"
+
+
+def test_tagging_results_show_in_the_dataset_grid(tmp_path: Path, tiny_tagger: TinyTagger) -> None:
+    context, project = _dataset(tmp_path)
+    dataset = DatasetPanel(context)
+    assert dataset.wait(120)
+    assert "4 without a caption" in dataset.grid.count_label.value
+    red = [item.path.name for item in dataset.grid.shown].index("red.png")
+    assert "(no caption)" in dataset.grid.badges[red].value
+    panel = _panel(context, tiny_tagger, on_captions_changed=dataset.refresh)
+    panel.run_button.click()
+    assert panel.wait(120) and dataset.wait(120)
+    assert "0 without a caption" in dataset.grid.count_label.value
+    red = [item.path.name for item in dataset.grid.shown].index("red.png")
+    caption = (project / "10_flat" / "red.txt").read_text(encoding="utf-8").strip()
+    cell = dataset.grid.badges[red].value
+    assert f'title="{escape(caption, quote=True)}"' in cell  # the whole caption in the tooltip
+    first = escape(caption.split(", ")[0])
+    assert f'lora-grid-caption" title=' in cell and f">{first}" in cell  # its first tags on the cell
+    assert "red background" in caption and "(no caption)" not in cell
 
 
 def test_existing_captions_are_kept_unless_chosen_and_undo_restores_them(tmp_path: Path, tiny_tagger: TinyTagger) -> None:

@@ -26,6 +26,8 @@ _GRID_CSS = """<style>
 .lora-grid-cell { border: 1px solid var(--jp-border-color2, #ccc); border-radius: 4px; padding: 3px; }
 .lora-badge { display: inline-block; margin: 2px 0; padding: 0 5px; font-size: 0.85em; border-left-width: 3px; }
 .lora-grid-name { font-size: 0.82em; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; width: 138px; }
+.lora-grid-caption { font-size: 0.78em; line-height: 1.25; width: 138px; max-height: 2.6em; overflow: hidden;
+  overflow-wrap: anywhere; }
 </style>"""
 
 ThumbnailLoader = Callable[[Sequence[Path]], list]
@@ -74,7 +76,7 @@ class ThumbnailGrid:
 
     def go(self, page: int) -> None:
         """Show page ``page`` (0-based, clamped) of the filtered images."""
-        from core.datasets.image_status import count_levels, page_of
+        from core.datasets.image_status import count_captionless, count_levels, page_of
 
         visible = self.visible
         self.shown, self.page, self.pages = page_of(visible, page, self.per_page)
@@ -84,7 +86,7 @@ class ThumbnailGrid:
         counts = count_levels(self.items)
         unchecked = sum(1 for item in self.items if not item.checked)
         text = (f"<b>{len(self.items)} image(s)</b>: {counts['ok']} ok, {counts['warning']} with warnings, "
-                f"{counts['error']} broken")
+                f"{counts['error']} broken; {count_captionless(self.items)} without a caption")
         if unchecked:
             text += f' <span class="lora-muted">({unchecked} not checked yet)</span>'
         if len(visible) != len(self.items):
@@ -109,8 +111,14 @@ class ThumbnailGrid:
 
 
 def badge_html(item) -> str:
-    """The status badge and the file name under a thumbnail (details in the tooltip)."""
+    """The status badge, the file name and the caption's first tags under a thumbnail (details and the
+    whole caption in the tooltips)."""
     title = html.escape("\n".join(item.details) or item.label, quote=True)
     name = html.escape(item.relative)
+    if item.caption:
+        caption = (f'<div class="lora-grid-caption" title="{html.escape(item.caption, quote=True)}">'
+                   f'{html.escape(item.caption_preview())}</div>')
+    else:
+        caption = '<div class="lora-grid-caption lora-muted">(no caption)</div>'
     return (f'<div class="lora-badge lora-msg lora-{item.level}" title="{title}">{html.escape(item.label)}</div>'
-            f'<div class="lora-grid-name" title="{name}">{name}</div>')
+            f'<div class="lora-grid-name" title="{name}">{name}</div>{caption}')

@@ -110,8 +110,9 @@ class DatasetPanel(Panel):
                       tabs])
         context.on_change(DATASET_FOLDER, self._on_context_dataset)
         self._list_datasets()
-        if context.dataset_folder is not None:
+        if context.dataset_folder is not None:  # chosen before this panel existed: show it now
             self._select(context.dataset_folder)
+            self.load(context.dataset_folder)
 
     # --- choosing ---------------------------------------------------------------------------------
 

@@ -28,6 +28,10 @@ LABELS = {
     NOT_CHECKED: "not checked",
 }
 ERROR_KINDS = frozenset(v.BROKEN_KINDS) | {v.BAD_CAPTION}
+CAPTIONLESS_KINDS = (v.NO_CAPTION, v.EMPTY_CAPTION)  # the image trains on its folder's class tokens only
+# A grid cell is 150 px wide: about three tags fit on two short lines.
+CAPTION_PREVIEW_TAGS = 3
+CAPTION_PREVIEW_CHARS = 48
 
 # The grid's filter choices: name -> the kinds it shows (() every image, ("*",) any finding).
 FILTERS = {
@@ -49,6 +53,7 @@ class ImageStatus:
     kinds: tuple[str, ...]
     details: tuple[str, ...]
     checked: bool  # False: only listed (quick_statuses), not decoded yet
+    caption: str = ""  # the caption line the trainer reads ("" when there is none)
 
     @property
     def level(self) -> str:
@@ -67,6 +72,14 @@ class ImageStatus:
             return "ok"
         return ", ".join(LABELS.get(kind, kind) for kind in self.kinds)
 
+    def caption_preview(self, tags: int = CAPTION_PREVIEW_TAGS, chars: int = CAPTION_PREVIEW_CHARS) -> str:
+        """The caption's first ``tags`` tags, cut at ``chars`` characters, for a grid cell ("" when none)."""
+        from core.datasets.tags import split_tags
+
+        words = split_tags(self.caption)
+        text = ", ".join(words[:tags]) + (", ..." if len(words) > tags else "")
+        return text if len(text) <= chars else text[: chars - 3].rstrip(", ") + "..."
+
     def matches(self, filter_name: str) -> bool:
         """True when this image belongs under the grid filter ``filter_name`` (see ``FILTERS``)."""
         wanted = FILTERS.get(filter_name, ())
@@ -82,6 +95,15 @@ def _relative(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
+def read_caption_line(image: Path, caption_extension: str = ".txt") -> str:
+    """The first non-empty line of ``image``'s caption, as the trainer reads it ("" when missing or unreadable)."""
+    try:
+        text = caption_path(image, caption_extension).read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return ""  # validation reports an unreadable caption; the grid just shows none
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def quick_statuses(root: Path, caption_extension: str = ".txt") -> list[ImageStatus]:
     """Every image under ``root`` with only "no caption" known: listing, no decoding (fast on any size)."""
     root = require_folder(root, "dataset folder")
@@ -90,7 +112,8 @@ def quick_statuses(root: Path, caption_extension: str = ".txt") -> list[ImageSta
         missing = not caption_path(image, caption_extension).is_file()
         kinds = ((v.NO_CAPTION,) if missing else ()) + (NOT_CHECKED,)
         details = (f"no {caption_path(image, caption_extension).name} beside it",) if missing else ()
-        statuses.append(ImageStatus(image, _relative(root, image), kinds, details, checked=False))
+        caption = "" if missing else read_caption_line(image, caption_extension)
+        statuses.append(ImageStatus(image, _relative(root, image), kinds, details, checked=False, caption=caption))
     return statuses
 
 
@@ -110,7 +133,8 @@ def statuses_from_report(report: v.ValidationReport) -> list[ImageStatus]:
     for image in report.image_files:
         found = by_image.get(image, [])
         kinds = tuple(dict.fromkeys(f.kind for f in found))
-        statuses.append(ImageStatus(image, _relative(report.root, image), kinds, tuple(f.detail for f in found), True))
+        statuses.append(ImageStatus(image, _relative(report.root, image), kinds, tuple(f.detail for f in found), True,
+                                    caption=read_caption_line(image, extension)))
     return statuses
 
 
@@ -120,6 +144,11 @@ def count_levels(statuses: list[ImageStatus]) -> dict[str, int]:
     for status in statuses:
         counts[status.level] += 1
     return counts
+
+
+def count_captionless(statuses: list[ImageStatus]) -> int:
+    """How many images have no caption, or an empty one (they train on the folder's class tokens only)."""
+    return sum(1 for status in statuses if any(kind in CAPTIONLESS_KINDS for kind in status.kinds))
 
 
 def image_folders(root: Path) -> list[Path]:
