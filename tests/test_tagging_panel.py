@@ -156,6 +156,19 @@ def test_bad_model_folder_and_empty_dataset_are_clear_errors(tmp_path: Path, tin
     panel.run_button.click()
     assert panel.wait(60)
     assert "has no model.onnx" in panel.messages.text and panel.progress.bar_style == "danger"
+    assert panel.progress_label.value == "failed - see the message below" and not panel.run_button.disabled
+    # A model file that is not a model at all fails the same way, with the reason in the message area.
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    (broken / "model.onnx").write_bytes(b"this is not an onnx model")
+    (broken / "selected_tags.csv").write_bytes((tiny_tagger.model_dir / "selected_tags.csv").read_bytes())
+    panel.messages.clear()
+    panel.model_dir.value = str(broken)
+    panel.run_button.click()
+    assert panel.wait(60)
+    assert panel.progress_label.value == "failed - see the message below" and panel.progress.bar_style == "danger"
+    assert "lora-error" in panel.messages.text and "model.onnx" in panel.messages.text
+    assert not list(project.glob("*/*.txt"))  # nothing was written
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(CoreError, match="No images found"):

@@ -152,7 +152,7 @@ class TaggingPanel(Panel):
             self.run_button.disabled = False
             if self.progress.bar_style != "success":
                 self.progress.bar_style = "danger"
-                self.progress_label.value = "stopped"
+                self.progress_label.value = "failed - see the message below"
             if self.on_captions_changed is not None:
                 self.on_captions_changed()  # captions may have changed even when the run failed half-way
 
