@@ -207,6 +207,22 @@ def test_user_errors_are_shown_with_a_hint(tmp_path: Path) -> None:
     assert "No dataset is chosen" in panel.messages.text
 
 
+def test_checkbox_labels_get_room_in_the_browser(tmp_path: Path) -> None:
+    import ipywidgets as w
+
+    from widgets.caption_panel import CaptionPanel
+    from widgets.tagging_panel import TaggingPanel
+
+    context = _context(tmp_path)
+    panel = DatasetPanel(context)
+    assert panel.skip_existing.description == "Keep files already in the dataset (skip same names) instead of stopping"
+    # ipywidgets gives a checkbox 300 px and cuts its label with "..."; ours are as wide as their labels.
+    boxes = [panel.skip_existing]
+    for other in (TaggingPanel(context), CaptionPanel(context)):
+        boxes += [value for value in vars(other).values() if isinstance(value, w.Checkbox)]
+    assert len(boxes) == 6 and all(box.layout.width == "auto" for box in boxes)
+
+
 def test_statistics_are_drawn(tmp_path: Path, image_set: ImageSet) -> None:
     panel = _imported(tmp_path, image_set)
     panel.stats_resolution.value = 512

@@ -26,6 +26,11 @@ _DIFF_STYLE = {
 }
 
 
+def _fit() -> w.Layout:
+    """A checkbox as wide as its label (ipywidgets' default 300 px cuts long labels off in the browser)."""
+    return w.Layout(width="auto")
+
+
 class CaptionPanel(Panel):
     """Trigger word, remove tags, search/replace, sort/dedupe: Preview, Apply, Undo; single-image editor."""
 
@@ -50,10 +55,11 @@ class CaptionPanel(Panel):
                                                 ("regular expressions", "regex")], value="exact")
         self.search = w.Text(placeholder="old tag or text")
         self.replace = w.Text(placeholder="new tag or text (empty removes the tag)")
-        self.substring = w.Checkbox(value=False, indent=False, description="Replace inside tags too (any text)")
-        self.sort_tags = w.Checkbox(value=True, indent=False, description="Sort tags alphabetically")
+        self.substring = w.Checkbox(value=False, indent=False, layout=_fit(),
+                                    description="Replace inside tags too (any text)")
+        self.sort_tags = w.Checkbox(value=True, indent=False, layout=_fit(), description="Sort tags alphabetically")
         self.keep_first = w.BoundedIntText(value=1, min=0, max=50, layout=w.Layout(width="100px"))
-        self.dedupe = w.Checkbox(value=True, indent=False, description="Remove repeated tags")
+        self.dedupe = w.Checkbox(value=True, indent=False, layout=_fit(), description="Remove repeated tags")
         self.pages = {
             TRIGGER: w.VBox([labelled("Trigger word", self.trigger_word)]),
             REMOVE: w.VBox([labelled("Tags to remove", self.remove_tags), labelled("Match", self.remove_match)]),

@@ -35,7 +35,8 @@ class ImportSection:
         self.import_path = w.Text(placeholder="/workspace/my_images  or  /workspace/my_images.zip",
                                   layout=w.Layout(width="520px"))
         self.import_url = w.Text(placeholder="https://...", layout=w.Layout(width="520px"))
-        self.skip_existing = w.Checkbox(value=False, indent=False,
+        # As wide as its label: ipywidgets' default 300 px cuts this one off after "Keep files alr...".
+        self.skip_existing = w.Checkbox(value=False, indent=False, layout=w.Layout(width="auto"),
                                         description="Keep files already in the dataset (skip same names) instead of stopping")
         self.help = w.HTML("")
         self._path_row = labelled("Path on the server", self.import_path)

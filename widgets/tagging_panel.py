@@ -32,6 +32,11 @@ def _model_options() -> list[tuple[str, str]]:
     return [(repo.split("/", 1)[1], repo) for repo in KNOWN_REPOS] + [("Local folder (below)", LOCAL)]
 
 
+def _fit() -> w.Layout:
+    """A checkbox as wide as its label (ipywidgets' default 300 px cuts long labels off in the browser)."""
+    return w.Layout(width="auto")
+
+
 class TaggingPanel(Panel):
     """WD14 model, thresholds, undesired tags, what to do with existing captions, BLIP; Run and progress."""
 
@@ -55,8 +60,10 @@ class TaggingPanel(Panel):
         self.character_threshold = w.FloatSlider(value=0.85, min=0.0, max=1.0, step=0.01, readout_format=".2f")
         self.undesired_tags = w.Text(placeholder="e.g. simple background, white background",
                                      layout=w.Layout(width="520px"))
-        self.remove_underscore = w.Checkbox(value=True, indent=False, description="long_hair -> long hair (kaomoji kept)")
-        self.character_tags_first = w.Checkbox(value=False, indent=False, description="Character tags first")
+        self.remove_underscore = w.Checkbox(value=True, indent=False, layout=_fit(),
+                                            description="long_hair -> long hair (kaomoji kept)")
+        self.character_tags_first = w.Checkbox(value=False, indent=False, layout=_fit(),
+                                               description="Character tags first")
         self.blip_model = w.Text(value="Salesforce/blip-image-captioning-large", layout=w.Layout(width="520px"))
         self.existing = w.Dropdown(options=EXISTING_OPTIONS, value="skip", layout=w.Layout(width="420px"))
         self.batch_size = w.BoundedIntText(value=4, min=1, max=256, layout=w.Layout(width="100px"))
