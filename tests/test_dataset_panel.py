@@ -22,6 +22,7 @@ from core.datasets.uploads import UploadedFile, import_uploads
 from core.errors import CoreError
 from core.paths import ProjectPaths
 from tests.fixtures.images import SUBJECT, ImageSet
+from tests.test_dataset_import import serve, static, zip_of
 from widgets.context import DATASET_FOLDER, PROJECT_NAME, NotebookContext
 from widgets.dataset_panel import DatasetPanel
 
@@ -150,6 +151,65 @@ def test_convert_odd_modes_keeps_originals(tmp_path: Path, image_set: ImageSet) 
         assert converted.mode == "RGB"
     assert not any(set(item.kinds) & set(v.ODD_MODE_KINDS) for item in panel.grid.items)
     assert panel.convert_button.disabled
+
+
+def _zip_with_a_duplicate(image_set: ImageSet, path: Path) -> Path:
+    """Three captioned images, and an uncaptioned copy of one that comes first in file order."""
+    subject = image_set.root / SUBJECT
+    entries = {name: (subject / name).read_bytes() for name in ("plain_rgb.png", "plain_rgb.txt", "wide_bom.jpg",
+                                                                "wide_bom.txt", "tall_crlf.JPG", "tall_crlf.txt")}
+    entries["a_copy.png"] = entries["plain_rgb.png"]
+    return zip_of(path, entries)
+
+
+def test_import_a_zip_then_move_duplicates_keeps_the_captioned_copy(tmp_path: Path, image_set: ImageSet) -> None:
+    archive = _zip_with_a_duplicate(image_set, tmp_path / "set.zip")
+    panel = DatasetPanel(_context(tmp_path))
+    panel.project_name.value, panel.concept.value, panel.repeats.value = "zipped", "ohwx", 4
+    panel.source.value = "zip"
+    panel.import_path.value = str(archive)
+    panel.import_button.click()
+    assert panel.wait(120)
+    folder = panel.context.paths.datasets / "zipped" / "4_ohwx"
+    assert "Imported 4 image(s) and 3 caption(s)" in panel.messages.text
+    assert sorted(p.name for p in folder.iterdir()) == ["a_copy.png", "plain_rgb.png", "plain_rgb.txt", "tall_crlf.JPG",
+                                                        "tall_crlf.txt", "wide_bom.jpg", "wide_bom.txt"]
+    assert panel.context.get(DATASET_FOLDER) == folder.parent and len(panel.grid.items) == 4
+    copy = _status(panel, "a_copy.png")
+    assert v.DUPLICATE in copy.kinds and "same bytes as plain_rgb.png" in copy.details
+    assert _status(panel, "plain_rgb.png").label == "small"  # the captioned original is not the one flagged
+    caption = (folder / "plain_rgb.txt").read_bytes()
+    assert not panel.move_duplicates_button.disabled
+    panel.move_duplicates_button.click()
+    assert panel.wait(120)
+    assert "1 moved" in panel.messages.text
+    assert (folder / "plain_rgb.txt").read_bytes() == caption and (folder / "plain_rgb.png").is_file()
+    assert (folder.parent / "_rejected" / "4_ohwx" / "a_copy.png").read_bytes() == (folder / "plain_rgb.png").read_bytes()
+    assert [item.path.name for item in panel.grid.items] == ["plain_rgb.png", "tall_crlf.JPG", "wide_bom.jpg"]
+    assert panel.move_duplicates_button.disabled and "0 without a caption" in panel.grid.count_label.value
+
+
+def test_import_from_a_url(tmp_path: Path, image_set: ImageSet) -> None:
+    payload = _zip_with_a_duplicate(image_set, tmp_path / "served.zip").read_bytes()
+    panel = DatasetPanel(_context(tmp_path))
+    panel.project_name.value = "fromweb"
+    panel.source.value = "url"
+    assert panel.importer._url_row.layout.display == "flex" and panel.importer._path_row.layout.display == "none"
+    with serve(static({"/set.zip": payload, "/page.html": b"<html>not a zip</html>"})) as base:
+        panel.import_url.value = f"{base}/set.zip?token=SECRET123"
+        panel.import_button.click()
+        assert panel.wait(120)
+        folder = panel.context.paths.datasets / "fromweb" / "10_fromweb"
+        assert "Imported 4 image(s) and 3 caption(s)" in panel.messages.text
+        assert (folder / "wide_bom.txt").read_bytes() == (image_set.root / SUBJECT / "wide_bom.txt").read_bytes()
+        assert len(panel.grid.items) == 4 and panel.dataset.value == str(folder.parent)
+        assert "SECRET123" not in panel.messages.text  # the link's token is never shown
+        panel.project_name.value = "notzip"
+        panel.import_url.value = f"{base}/page.html"
+        panel.import_button.click()
+        assert panel.wait(120)
+    assert "is not a zip file" in panel.messages.text and "What to do" in panel.messages.text
+    assert not (panel.context.paths.datasets / "notzip").exists()
 
 
 def test_create_dataset_and_choose_existing(tmp_path: Path) -> None:
