@@ -199,7 +199,7 @@ def test_cli_dry_run_edit_history_undo(image_set, capsys, monkeypatch) -> None:
     assert main(["caption", folder, "--recursive", "--remove", "red dress", "--add-trigger", "sks"]) == 0
     assert tree_bytes(image_set.root) != before
     assert main(["history", folder]) == 0
-    assert "RemoveTags" in capsys.readouterr().out
+    assert "remove tags 'red dress', then add trigger word 'sks' at the front" in capsys.readouterr().out
     assert main(["undo", folder]) == 0
     assert tree_bytes(image_set.root) == before
     assert main(["undo", folder]) == 1
@@ -210,7 +210,7 @@ def test_cli_dry_run_edit_history_undo(image_set, capsys, monkeypatch) -> None:
 def test_manager_edit_captions_facade(image_set) -> None:
     manager = DatasetManager(ProjectPaths.resolve({}, work_dir=image_set.root.parent))
     plan, snapshot = manager.edit_captions(image_set.subsets[1], [SortTags()], dry_run=True)
-    assert snapshot is None and plan.preview_lines()[0].startswith("SortTags")
+    assert snapshot is None and plan.preview_lines()[0].startswith("sort tags alphabetically: ")
     plan, snapshot = manager.edit_captions(image_set.subsets[1], [AddTrigger("style")], create_missing=False)
     assert snapshot is None and plan.changes == ()  # every style caption already starts with "style"
     plan, snapshot = manager.edit_captions(image_set.subsets[1], [AddTrigger("style")])
