@@ -94,7 +94,7 @@ def test_plan_writes_absolute_paths_project_outputs_and_round_trips(tmp_path: Pa
     by_name = {Path(s.image_dir).name: s for s in dataset.subsets}
     assert by_name["10_char"].num_repeats == 10 and by_name["10_char"].class_tokens == "char"
     assert by_name["2_style"].flip_aug is True and by_name["2_style"].keep_tokens == 2
-    assert by_name["10_char"].flip_aug is False and by_name["10_char"].keep_tokens == 1
+    assert by_name["10_char"].flip_aug is False and by_name["10_char"].keep_tokens == 0
     assert all(Path(s.image_dir).is_absolute() for s in dataset.subsets)
 
 
@@ -105,8 +105,10 @@ def test_secrets_are_refused_and_unknown_keys_named(paths: ProjectPaths) -> None
     with pytest.raises(CoreError) as problem:
         plan_config(TrainingForm("demo", {"network_dimm": 8}), paths)
     assert "network_dimm" in problem.value.message and "network_dim" in problem.value.hint
-    with pytest.raises(CoreError, match="folder name"):
-        plan_config(TrainingForm("../evil", {}), paths)
+    escaped = plan_config(TrainingForm("../evil", {}), paths)  # made safe, never outside training_configs
+    assert escaped.project == "evil" and escaped.training_path.parent == paths.training_configs / "evil"
+    with pytest.raises(CoreError, match="no usable characters"):
+        plan_config(TrainingForm(" ./ ", {}), paths)
 
 
 def test_save_never_overwrites_silently_and_load_round_trips(tmp_path: Path, paths: ProjectPaths) -> None:
@@ -275,3 +277,89 @@ def test_base_models_on_disk_with_detected_type(tmp_path: Path, tiny_sd15, tiny_
     shapes, _ = read_safetensors_header(models / "sd15_tiny.safetensors")
     assert any(key.startswith("model.diffusion_model.") for key in shapes)
     assert describe_model(models / "sd15_tiny.safetensors").v_prediction is None
+
+
+def test_one_project_name_rule_for_datasets_and_training(tmp_path: Path, paths: ProjectPaths) -> None:
+    """The dataset panel's folder and the training form's project agree on every name."""
+    from core.datasets.importers import project_folder
+    from core.datasets.naming import project_name
+
+    for typed, safe in (("Alice Smith", "Alice Smith"), ("my:char?", "my_char_"), ("  café 猫 ", "café 猫"),
+                        ("my_lora", "my_lora")):
+        assert project_name(typed) == safe
+        assert project_folder(paths.datasets, typed).name == safe
+        plan = plan_config(TrainingForm(typed, {}), paths)
+        assert plan.project == safe and plan.training_path == paths.training_configs / safe / f"{safe}.toml"
+        assert plan.values["output_name"] == safe
+    saved = save_config(TrainingForm("Alice Smith", {"network_dim": 8}), paths)
+    assert list_configs(paths, "Alice Smith") == ["Alice Smith"]
+    assert load_config(paths, "Alice Smith", "Alice Smith").form.values["network_dim"] == 8
+    assert f"--config_file '{saved.path}'" in saved.path.read_text(encoding="utf-8")  # quoted: it has a space
+    report = live_checks(_form(tmp_path), paths, include_rules=False)
+    assert not [f for f in report.findings if "Project name" in f.message]
+    renamed = live_checks(TrainingForm("my:char", _form(tmp_path).values), paths, include_rules=False)
+    (note,) = [f for f in renamed.findings if "Project name" in f.message]
+    assert note.level == "info" and "'my_char'" in note.message and renamed.plan.project == "my_char"
+
+
+def test_repeats_setting_is_written_per_subset_counted_and_read_back(tmp_path: Path, paths: ProjectPaths) -> None:
+    data = make_dataset(tmp_path / "ds", {"10_char": 3, "2_style": 2})
+    reg = make_dataset(tmp_path / "reg", {"1_person": 4})
+    values = {"pretrained_model_name_or_path": str(tmp_path / "m.safetensors"), "train_data_dir": str(data),
+              "reg_data_dir": str(reg), "max_train_epochs": 10, "train_batch_size": 1}
+    plan = plan_config(TrainingForm("rep", values, repeats=7), paths)
+    subsets = plan.dataset["datasets"][0]["subsets"]
+    assert [(Path(s["image_dir"]).name, s["num_repeats"]) for s in subsets] == [
+        ("10_char", 7), ("2_style", 7), ("1_person", 1)]
+    report = live_checks(TrainingForm("rep", values, repeats=7), paths, include_rules=False)
+    assert report.steps.images_per_epoch == 3 * 7 + 2 * 7 + 4 and report.steps.total_steps == 390
+    assert "3 images x 7 repeats (10_char) + 2 images x 7 repeats (2_style)" in report.steps.formula
+    saved = save_config(TrainingForm("rep", values, repeats=7), paths)
+    (dataset,), _ = build_datasets(load_training_config(saved.path))
+    assert {Path(s.image_dir).name: s.num_repeats for s in dataset.subsets} == {"10_char": 7, "2_style": 7,
+                                                                                "1_person": 1}
+    loaded = load_config(paths, "rep", "rep").form
+    assert loaded.repeats == 7 and "dataset_config" not in loaded.values
+    assert plan_config(loaded, paths).training_text == saved.plan.training_text
+    unset = save_config(TrainingForm("rep", values), paths, "plain")
+    assert load_config(paths, "rep", "plain").form.repeats is None
+    assert [s["num_repeats"] for s in unset.plan.dataset["datasets"][0]["subsets"]] == [10, 2, 1]
+    bad = live_checks(TrainingForm("rep", values, repeats=0), paths, include_rules=False)
+    assert bad.plan is None and any("Repeats" in f.message for f in bad.errors)
+
+
+SDXL_FAMILY = ("sdxl", "pony", "illustrious", "noobai", "noobai_vpred")
+
+
+@pytest.mark.parametrize("vram_gb", [12.0, 16.0])
+def test_sdxl_family_presets_are_safe_on_a_12_to_16_gb_card(tmp_path: Path, paths: ProjectPaths,
+                                                           vram_gb: float) -> None:
+    presets = load_training_presets()
+    assert {key for key, preset in presets.items() if preset.base == "sdxl"} == set(SDXL_FAMILY)
+    data = make_dataset(tmp_path / "ds", {"10_char": 20})
+    for key in SDXL_FAMILY:
+        preset = presets[key]
+        form = TrainingForm("xl", {**preset.values, "pretrained_model_name_or_path": str(tmp_path / "xl.safetensors"),
+                                   "train_data_dir": str(data)})
+        facts = ModelFacts(family="sdxl", v_prediction=preset.v_prediction, vram_gb=vram_gb, has_cuda=True)
+        report = live_checks(form, paths, facts, include_rules=True)
+        loud = [(f.level, f.message) for f in report.findings if f.level in ("warning", "error")]
+        assert not loud, (key, loud)
+        assert report.steps.total_steps == 1000  # 20 x 10 / batch 2 x 10 epochs: a real run, not a toy
+    # The check itself still fires for settings that would not fit.
+    risky = TrainingForm("xl", {**presets["pony"].values, "pretrained_model_name_or_path": "xl.safetensors",
+                                "train_data_dir": str(data), "cache_text_encoder_outputs": False})
+    report = live_checks(risky, paths, ModelFacts(family="sdxl", vram_gb=vram_gb, has_cuda=True), include_rules=False)
+    (memory,) = [f for f in report.findings if "VRAM" in f.message]
+    assert memory.level == "warning" and memory.fix["cache_text_encoder_outputs"] is True
+
+
+def test_every_basic_option_has_a_plain_title_shown_in_the_docs() -> None:
+    from trainer.options import OPTIONS
+    from trainer.options.docs import render
+
+    basic = [option for option in OPTIONS if option.level == "basic"]
+    assert basic and all(option.title for option in basic), [o.name for o in basic if not o.title]
+    assert BY_NAME["network_dim"].title == "Network size (dim)"
+    text = render()
+    assert "### `network_dim`\n\n**Network size (dim)**\n" in text

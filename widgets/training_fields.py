@@ -70,9 +70,11 @@ class OptionField:
             flags.append("accepted but not used by this trainer yet")
             self.widget.disabled = True
         self.flag_html = w.HTML(f'<span class="lora-muted">⚠ {html.escape("; ".join(flags))}</span>' if flags else "")
-        label = w.HTML(f"<code>{html.escape(option.name)}</code>", layout=w.Layout(width=LABEL_WIDTH),
-                       tooltip=option.help)
-        parts = [label] + ([self.toggle] if self.toggle else []) + [self.widget, self.help_button, self.flag_html]
+        # A plain-language title when the table has one ("Network size (dim)"); the option's name
+        # (what a TOML file calls it) is in the tooltip and the explanation.
+        shown = html.escape(option.title) if option.title else f"<code>{html.escape(option.name)}</code>"
+        self.label = w.HTML(shown, layout=w.Layout(width=LABEL_WIDTH), tooltip=f"{option.name}: {option.help}")
+        parts = [self.label] + ([self.toggle] if self.toggle else []) + [self.widget, self.help_button, self.flag_html]
         self.box = w.VBox([w.HBox(parts), self.help_html])
         if on_change is not None:
             self.widget.observe(lambda _change: on_change(), names="value")
@@ -141,7 +143,9 @@ class OptionField:
 
 def explanation_html(option: Option) -> str:
     """The educational text of one option: what it does, typical values, range, default."""
-    parts = [f"<b>{html.escape(option.name)}</b>: {html.escape(option.help)}"]
+    named = f"<code>{html.escape(option.name)}</code>"
+    head = f"<b>{html.escape(option.title)}</b> ({named})" if option.title else f"<b>{named}</b>"
+    parts = [f"{head}: {html.escape(option.help)}"]
     if option.explanation:
         parts.append(html.escape(option.explanation))
     allowed = range_text(option)

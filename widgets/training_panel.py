@@ -6,9 +6,15 @@ shows the few options a beginner needs; advanced mode (built on first use) shows
 grouped, each with its explanation one click away. The trainer's cross-option rules import torch,
 so they run in a worker thread after the quick checks have been shown; ``wait()`` blocks until
 that worker is idle (tests use it).
+
+Picking a base model applies its preset only while the form is untouched (a fresh panel, or just
+after "Reset settings"); once the user has edited, loaded or imported values, the preset is
+offered with an "Apply preset" button instead. The project name follows the dataset while it is
+still the default (or empty).
 """
 from __future__ import annotations
 
+import html
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,29 +24,32 @@ from typing import Any
 
 import ipywidgets as w
 
+from core.datasets.naming import project_name
 from core.errors import CoreError
 from core.training import (
-    ModelFacts, TrainingForm, find_base_models, import_kohya_json, import_sd_scripts_toml, list_configs, live_checks,
-    load_config, load_training_presets, repeat_folders, save_config, suggest_preset, write_run_config,
+    ModelFacts, TrainingForm, find_base_models, live_checks, load_training_presets, repeat_folders, suggest_preset,
 )
+from core.training.form import REPEATS
 from trainer.options import GROUP_TITLES, OPTIONS, SUBSET
 from widgets.base import Panel, button, labelled
-from widgets.context import BASE_MODEL, CONFIG_FILE, DATASET_FOLDER, PROJECT_NAME, NotebookContext
+from widgets.context import BASE_MODEL, DATASET_FOLDER, PROJECT_NAME, NotebookContext
 from widgets.training_fields import OptionField
+from widgets.training_files import NO_PRESET, TrainingFileActions
 from widgets.training_views import FolderSettings, finding_row, preview_html, steps_html
 
-NO_PRESET = ""
 OTHER_MODEL = ""
+DEFAULT_PROJECT = "my_lora"
 _TOP = ("pretrained_model_name_or_path", "train_data_dir")  # shown beside the base model / dataset pickers
 _FOLDER_KEYS = ("image_dir", "num_repeats", "class_tokens", "is_reg")
 _BASIC = frozenset(o.name for o in OPTIONS if o.level == "basic")
 
 
-class TrainingPanel(Panel):
-    """Configure a LoRA run. Widgets tests drive: ``project``, ``base_model``, ``preset``, ``fields``
-    (option name -> OptionField), ``advanced``, ``fix_buttons``, ``config_name``, ``overwrite``,
-    ``save_button``, ``load_choice``, ``load_button``, ``import_path``, ``import_button``,
-    ``start_button``, ``steps_html``, ``findings_box``, ``preview``."""
+class TrainingPanel(TrainingFileActions, Panel):
+    """Configure a LoRA run. Widgets tests drive: ``project``, ``base_model``, ``preset``,
+    ``apply_preset_button``, ``reset_button``, ``fields`` (option name -> OptionField), ``repeats``,
+    ``advanced``, ``fix_buttons``, ``config_name``, ``overwrite``, ``save_button``, ``load_choice``,
+    ``load_button``, ``import_path``, ``import_button``, ``start_button``, ``steps_html``,
+    ``findings_box``, ``preview_toggle``, ``preview``."""
 
     title = "Training"
 
@@ -67,8 +76,13 @@ class TrainingPanel(Panel):
         self._executor: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._advanced_built = False
+        self._touched = False  # True once the user edited, loaded or imported values (see the module doc)
+        self._auto_preset = False  # True while a model's preset is applied for the user
+        self._syncing_model = False  # True while the Base model dropdown follows the model path field
+        self._auto_project = ""  # the project name last taken from the dataset
+        self._suggested = NO_PRESET
 
-        self.project = w.Text(value=context.get(PROJECT_NAME) or "my_lora", layout=w.Layout(width="300px"))
+        self.project = w.Text(value=context.get(PROJECT_NAME) or DEFAULT_PROJECT, layout=w.Layout(width="300px"))
         self.base_model = w.Dropdown(options=[("(type a path below)", OTHER_MODEL)], value=OTHER_MODEL,
                                      layout=w.Layout(width="460px"))
         self.refresh_models_button = button("Rescan models", tooltip="Look for new files in the models folder")
@@ -79,9 +93,17 @@ class TrainingPanel(Panel):
                                  + [(p.label, key) for key, p in self.presets.items()],
                                  value=NO_PRESET, layout=w.Layout(width="300px"))
         self.preset_info = w.HTML()
+        self.suggestion_html = w.HTML()
+        self.apply_preset_button = button("Apply preset", "info", "Set the suggested preset's values (the others "
+                                          "keep theirs)", "magic")
+        self.apply_preset_button.layout.display = "none"
+        self.reset_button = button("Reset settings", "", "Every setting back to its default; project, model and "
+                                   "dataset stay, and the model's preset is applied again", "undo")
         for option in OPTIONS:
             if option.level == "basic":
                 self._field(option.name)
+        # Repeats is the form's, not the trainer's: num_repeats of every N_name folder for this run.
+        self.repeats = OptionField(REPEATS, self.has_cuda, lambda: self._edited(REPEATS.name))
         basic_names = [o.name for o in OPTIONS if o.level == "basic" and o.name not in _TOP]
         self.basic_box = w.VBox([self.fields[name].box for name in basic_names])
         self.advanced = w.ToggleButton(value=False, description="Advanced mode", icon="sliders",
@@ -97,7 +119,7 @@ class TrainingPanel(Panel):
         self.config_name = w.Text(placeholder="name, e.g. first_try", layout=w.Layout(width="220px"))
         self.overwrite = w.Checkbox(value=False, description="overwrite (old file kept in backups/)", indent=False)
         self.save_button = button("Save config", "", "Save under training_configs/<project>/<name>.toml", "save")
-        self.load_choice = w.Dropdown(options=[], layout=w.Layout(width="220px"))
+        self.load_choice = w.Dropdown(options=[], layout=w.Layout(width="300px"))
         self.load_button = button("Load", "", "Load the chosen saved config", "folder-open")
         self.import_path = w.Text(placeholder="path to an sd-scripts .toml or a kohya_ss .json",
                                   layout=w.Layout(width="420px"))
@@ -115,7 +137,9 @@ class TrainingPanel(Panel):
             self.fields["pretrained_model_name_or_path"].box,
             labelled("Dataset", w.HBox([self.dataset_choice, self.refresh_datasets_button])),
             self.fields["train_data_dir"].box,
-            labelled("Preset", w.HBox([self.preset, self.preset_info])),
+            self.repeats.box,
+            labelled("Preset", w.HBox([self.preset, self.reset_button, self.preset_info])),
+            w.HBox([self.suggestion_html, self.apply_preset_button], layout=w.Layout(align_items="center")),
             self.advanced, self.basic_box, self.advanced_box,
             w.HTML("<b>Live checks</b>"), self.steps_html, self.findings_box,
             self.preview_toggle, self.preview,
@@ -131,7 +155,7 @@ class TrainingPanel(Panel):
     def _field(self, name: str) -> OptionField:
         if name not in self.fields:
             option = next(o for o in OPTIONS if o.name == name)
-            self.fields[name] = OptionField(option, self.has_cuda, self._changed)
+            self.fields[name] = OptionField(option, self.has_cuda, lambda: self._edited(name))
         return self.fields[name]
 
     def build_advanced(self) -> None:
@@ -141,6 +165,8 @@ class TrainingPanel(Panel):
         self._advanced_built = True
         groups: dict[str, list[w.Widget]] = {group: [] for group in GROUP_TITLES}
         for option in OPTIONS:
+            if option.name in _TOP:
+                continue  # the model and dataset fields are shown once, at the top
             groups.setdefault(option.group, []).append(self._field(option.name).box)
         accordion = w.Accordion(children=[w.VBox(boxes) for boxes in groups.values()])
         for index, group in enumerate(groups):
@@ -152,7 +178,12 @@ class TrainingPanel(Panel):
         self.project.observe(lambda c: self._project_changed(), names="value")
         self.base_model.observe(lambda c: self._base_model_chosen(c["new"]), names="value")
         self.refresh_models_button.on_click(self.guarded(lambda _b: self._rescan_models()))
-        self.preset.observe(lambda c: self.guarded(self.apply_preset)(c["new"]), names="value")
+        self.preset.observe(lambda c: self.guarded(self._preset_chosen)(c["new"]), names="value")
+        self.apply_preset_button.on_click(self.guarded(lambda _b: self.apply_suggested_preset()))
+        self.reset_button.on_click(self.guarded(lambda _b: self.reset_settings()))
+        self.config_name.observe(lambda c: self._changed(), names="value")  # the preview shows that file
+        self.fields["pretrained_model_name_or_path"].widget.observe(lambda c: self._model_path_changed(),
+                                                                    names="value")
         self.advanced.observe(lambda c: self._toggle_advanced(c["new"]), names="value")
         self.preview_toggle.observe(lambda c: self._toggle_preview(c["new"]), names="value")
         self.fields["train_data_dir"].widget.observe(lambda c: self._dataset_changed(), names="value")
@@ -189,6 +220,13 @@ class TrainingPanel(Panel):
         if not self._quiet:
             self._refresh()
 
+    def _edited(self, name: str) -> None:
+        """A widget changed. Outside a batch that is the user's own edit: the form is then touched
+        (the model and dataset paths excepted: presets never set them)."""
+        if not self._quiet and name not in _TOP:
+            self._touched = True
+        self._changed()
+
     def _project_changed(self) -> None:
         self._refresh_saved()
         self._changed()
@@ -208,8 +246,22 @@ class TrainingPanel(Panel):
         current = str(self.fields["train_data_dir"].value() or "")
         known = [value for _label, value in self.dataset_choice.options]
         self.dataset_choice.value = current if current in known else ""
+        self._follow_dataset_name(current)
         if self._advanced_built:
             self._update_folders()
+
+    def _follow_dataset_name(self, dataset: str) -> None:
+        """Name the project after the dataset while the user has not named it (default, empty, or the
+        name taken from the previous dataset)."""
+        typed = self.project.value.strip()
+        if not dataset or typed not in ("", DEFAULT_PROJECT, self._auto_project):
+            return
+        try:
+            name = project_name(Path(dataset).name)
+        except CoreError:
+            return
+        self._auto_project = name
+        self.project.value = name
 
     def _update_folders(self) -> None:
         root = self.fields["train_data_dir"].value()
@@ -228,29 +280,89 @@ class TrainingPanel(Panel):
         self.dataset_choice.value = str(current) if str(current) in dict(found).values() else ""
 
     def _rescan_models(self, select: Any = None) -> None:
+        """List the usable models on disk. ``select`` (a path) is chosen as if picked; else the
+        dropdown keeps showing the path in the field, or takes the first model when none is set yet."""
         from core.models import load_presets
 
         models = [m for m in find_base_models(self.context.paths.models, load_presets()) if m.usable]
         self._models = {str(m.path): m for m in models}
         options = [(m.label, str(m.path)) for m in models] + [("(type a path below)", OTHER_MODEL)]
-        chosen = str(select) if select else self.base_model.value
         if select and str(select) not in self._models:
             options.insert(0, (Path(str(select)).name, str(select)))
-        self.base_model.options = options
-        if chosen in dict((v, k) for k, v in options):
-            self.base_model.value = chosen
+        self._syncing_model = True  # new options must not count as a choice (nor overwrite a typed path)
+        try:
+            self.base_model.options = options
+            self.base_model.value = OTHER_MODEL
+        finally:
+            self._syncing_model = False
+        if select:
+            self.base_model.value = str(select)
+        elif not self._value("pretrained_model_name_or_path") and models:
+            self.base_model.value = str(models[0].path)  # found on disk and nothing chosen yet: take it
+        else:
+            self._model_path_changed()
+
+    def _model_path_changed(self) -> None:
+        """Keep the Base model dropdown on the model the path field names (after Load, Import, typing)."""
+        current = str(self._value("pretrained_model_name_or_path") or "")
+        known = [value for _label, value in self.base_model.options]
+        wanted = current if current in known else OTHER_MODEL
+        if self.base_model.value != wanted:
+            self._syncing_model = True
+            try:
+                self.base_model.value = wanted
+            finally:
+                self._syncing_model = False
 
     def _base_model_chosen(self, path: str) -> None:
-        if not path:
+        if not path or self._syncing_model:
             return
         with self._batch():
             self.fields["pretrained_model_name_or_path"].set_value(path)
-            model = self._models.get(path)
-            if model is not None:
-                key = suggest_preset(model.path, model.family, model.v_prediction, self.presets, model.model_preset)
-                if key and key != self.preset.value:
-                    self.preset.value = key  # applies it
+            self._offer_preset(self._model_preset(path))
         self.context.set(BASE_MODEL, path)
+
+    def _model_preset(self, path: str) -> str | None:
+        model = self._models.get(path)
+        if model is None:
+            return None
+        return suggest_preset(model.path, model.family, model.v_prediction, self.presets, model.model_preset)
+
+    def _offer_preset(self, key: str | None) -> None:
+        """Apply the model's preset while the form is untouched; otherwise offer it with a button."""
+        self._suggested = key or NO_PRESET
+        offer = bool(key) and self._touched and key != self.preset.value
+        if key and not self._touched:
+            self.apply_suggested_preset()
+        label = self.presets[key].label if key else ""
+        self.suggestion_html.value = (f'<span class="lora-muted">Suggested for this model: <b>{html.escape(label)}'
+                                      "</b> (your values are kept until you apply it)</span>" if offer else "")
+        self.apply_preset_button.layout.display = "" if offer else "none"
+
+    def apply_suggested_preset(self) -> None:
+        """Apply the preset suggested for the chosen base model."""
+        key = self._suggested
+        if key == NO_PRESET:
+            raise CoreError("There is no preset suggestion for this model.", "Pick a preset in the list.")
+        self._auto_preset = True
+        try:
+            self._set_preset(key)
+        finally:
+            self._auto_preset = False
+        self.suggestion_html.value = ""
+        self.apply_preset_button.layout.display = "none"
+
+    def _set_preset(self, key: str) -> None:
+        """Show ``key`` in the preset dropdown and apply it (again, when it is already shown)."""
+        if self.preset.value == key:
+            self.apply_preset(key)
+        else:
+            self.preset.value = key  # the observer applies it
+
+    def _preset_chosen(self, key: str) -> None:
+        if key != NO_PRESET and not self._auto_preset and not self._quiet:
+            self._touched = True  # the user's own choice: a model picked later only suggests its preset
+        self.apply_preset(key)
 
     def apply_preset(self, key: str) -> None:
         """Set every value of preset ``key`` (the other options keep theirs)."""
@@ -259,7 +371,23 @@ class TrainingPanel(Panel):
             return
         preset = self.presets[key]
         self._set_values(preset.values)
-        self.preset_info.value = f'<span class="lora-muted">{preset.description}</span>'
+        self.preset_info.value = f'<span class="lora-muted">{html.escape(preset.description)}</span>'
+
+    def reset_settings(self) -> None:
+        """Every setting back to the table's default (project, model and dataset stay); the form is
+        untouched again, so the chosen model's preset is applied."""
+        with self._batch():
+            for name, field in self.fields.items():
+                if name not in _TOP:
+                    field.set_value(None)
+            self.repeats.set_value(None)
+            self.folder_settings.replace({})
+            self._set_preset(NO_PRESET)
+            self._touched = False
+            self._offer_preset(self._model_preset(str(self._value("pretrained_model_name_or_path") or "")))
+        self.messages.clear()
+        self.messages.ok("Settings reset to their defaults" + (f", then the {self.presets[self.preset.value].label} "
+                                                               "preset applied" if self.preset.value else "") + ".")
 
     def _set_values(self, values: dict[str, Any]) -> None:
         with self._batch():
@@ -270,6 +398,7 @@ class TrainingPanel(Panel):
 
     def apply_fix(self, fix: dict[str, Any]) -> None:
         """Apply a finding's fix: option -> value (None: back to default / unset)."""
+        self._touched = True
         self._set_values(fix)
         self.messages.clear()
         self.messages.ok("Applied: " + ", ".join(f"{k} = {v!r}" for k, v in fix.items()))
@@ -284,7 +413,7 @@ class TrainingPanel(Panel):
         """The form as the widgets show it now."""
         values = {name: field.value() for name, field in self.fields.items()}
         overrides = {k: dict(v) for k, v in self.folder_settings.overrides.items() if v}
-        return TrainingForm(self.project.value.strip(), values, overrides)
+        return TrainingForm(self.project.value.strip(), values, overrides, self.repeats.value())
 
     def _facts(self) -> ModelFacts:
         model = self._models.get(str(self._value("pretrained_model_name_or_path")))
@@ -293,22 +422,22 @@ class TrainingPanel(Panel):
 
     def _refresh(self) -> None:
         """Quick checks now; the trainer's own rules in the worker, shown when they are done."""
-        form, facts = self.form(), self._facts()
+        form, facts, name = self.form(), self._facts(), self.config_name.value.strip() or None
         with self._lock:
             self._generation += 1
             generation = self._generation
-        quick = live_checks(form, self.context.paths, facts, include_rules=False)
+        quick = live_checks(form, self.context.paths, facts, include_rules=False, name=name)
         with self._lock:
             self._show(quick)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training-checks")
-        self._pending = self._executor.submit(self._full_check, form, facts, generation)
+        self._pending = self._executor.submit(self._full_check, form, facts, generation, name)
 
-    def _full_check(self, form: TrainingForm, facts: ModelFacts, generation: int) -> None:
+    def _full_check(self, form: TrainingForm, facts: ModelFacts, generation: int, name: str | None) -> None:
         if generation != self._generation:
             return  # values changed since: a newer check is queued
         try:
-            report = live_checks(form, self.context.paths, facts, include_rules=True)
+            report = live_checks(form, self.context.paths, facts, include_rules=True, name=name)
         except Exception as problem:  # noqa: BLE001 - a check must never break the panel
             self.messages.warning(f"The full checks could not run: {problem}")
             return
@@ -337,72 +466,6 @@ class TrainingPanel(Panel):
         pending = self._pending
         if pending is not None:
             pending.result(timeout=timeout)
-
-    # ------------------------------------------------------------------ files
-
-    def _refresh_saved(self) -> None:
-        try:
-            names = list_configs(self.context.paths, self.project.value.strip())
-        except CoreError:
-            names = []
-        self.load_choice.options = names
-
-    def save(self) -> Path:
-        """Save under the name typed (overwrite only when ticked; the old file goes to backups/)."""
-        saved = save_config(self.form(), self.context.paths, self.config_name.value.strip() or None,
-                            overwrite=self.overwrite.value)
-        self._refresh_saved()
-        self.context.set(CONFIG_FILE, saved.path)  # the monitor starts the config saved last
-        self.messages.clear()
-        self.messages.ok(f"Saved {saved.path}" + (f" (previous version kept as {saved.backups[0]})"
-                                                   if saved.backups else ""))
-        return saved.path
-
-    def _show_loaded(self, result: Any, what: str) -> None:
-        with self._batch():
-            for field in self.fields.values():
-                field.set_value(None)
-            self.project.value = result.form.project
-            self._set_values(result.form.values)
-            self.folder_settings.replace(result.form.subset_overrides)
-            if result.form.subset_overrides:
-                self.build_advanced()
-            self.preset.value = NO_PRESET
-        self.messages.clear()
-        self.messages.ok(f"{what}: {', '.join(str(p) for p in result.files)}")
-        for warning in result.warnings:
-            self.messages.warning(warning)
-
-    def load(self) -> None:
-        """Load the saved config chosen in ``load_choice``."""
-        if not self.load_choice.value:
-            raise CoreError("No saved config chosen.", "Save one first, or pick one in the list.")
-        result = load_config(self.context.paths, self.project.value.strip(), self.load_choice.value)
-        self._show_loaded(result, "Loaded")
-
-    def import_file(self) -> None:
-        """Import an sd-scripts TOML or a kohya_ss GUI JSON file into the form."""
-        path = Path(self.import_path.value.strip()).expanduser()
-        if not str(path) or str(path) == ".":
-            raise CoreError("No file given to import.", "Paste the path of a .toml or kohya_ss .json config.")
-        reader = import_kohya_json if path.suffix.lower() == ".json" else import_sd_scripts_toml
-        self._show_loaded(reader(path, self.project.value.strip() or None), "Imported")
-
-    def start(self) -> Path | None:
-        """Write ``<project>/<project>.toml`` (earlier version kept) and hand it to ``on_start``."""
-        report = live_checks(self.form(), self.context.paths, self._facts(), include_rules=True)
-        self._show(report)
-        if report.errors:
-            first = report.errors[0]
-            raise CoreError(f"Not started: {first.message}", first.reason or "Fix the errors in the live checks.")
-        saved = write_run_config(self.form(), self.context.paths)
-        self.context.set(PROJECT_NAME, saved.plan.project)
-        self.context.set(CONFIG_FILE, saved.path)
-        self.messages.clear()
-        self.messages.ok(f"Config written: {saved.path}")
-        if self.on_start is not None:
-            self.on_start(saved.path)
-        return saved.path
 
 
 __all__ = ["TrainingPanel"]

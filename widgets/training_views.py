@@ -9,9 +9,11 @@ from typing import Any
 import ipywidgets as w
 
 from widgets.base import button
-from widgets.style import ERROR, ICONS, INFO, WARNING
+from widgets.style import ERROR, ICONS, INFO, WARNING, message_html
 
 _LEVEL = {"error": ERROR, "warning": WARNING, "info": INFO}
+NO_FOLDER = ""  # the value of the hint entry shown while there are no folders
+NO_FOLDERS_HINT = "(choose a dataset first)"
 
 
 def steps_html(steps: Any) -> str:
@@ -63,16 +65,20 @@ class FolderSettings:
         self.set_button = button("Set for folder", tooltip="Use this value for the chosen folder only")
         self.clear_button = button("Clear folder", tooltip="Remove every per-folder setting of the chosen folder")
         self.listing = w.HTML()
+        self.note = w.HTML()  # why a click did nothing, right beside the buttons
         self.set_button.on_click(lambda _b: self._set())
         self.clear_button.on_click(lambda _b: self._clear())
         self.box = w.VBox([w.HTML('<div class="lora-muted">Settings for one N_name folder only (written to the '
                                   "dataset config).</div>"),
                            w.HBox([self.folder, self.option, self.value, self.set_button, self.clear_button]),
-                           self.listing])
+                           self.note, self.listing])
+        self.set_folders([])
 
     def set_folders(self, names: list[str]) -> None:
-        """The folders to choose from (the dataset folder's N_name folders)."""
-        self.folder.options = names
+        """The folders to choose from (the dataset folder's N_name folders); a hint entry when there are none."""
+        previous = self.folder.value
+        self.folder.options = list(names) or [(NO_FOLDERS_HINT, NO_FOLDER)]
+        self.folder.value = previous if previous in names else (names[0] if names else NO_FOLDER)
 
     def replace(self, overrides: dict[str, dict[str, Any]]) -> None:
         """Show ``overrides`` (from a loaded config)."""
@@ -80,13 +86,24 @@ class FolderSettings:
         self._render()
 
     def _set(self) -> None:
-        if not self.folder.value or not self.option.value:
+        if not self.folder.value:
+            self.note.value = message_html(WARNING, "Nothing set: there is no N_name folder to choose.",
+                                           "Choose a dataset folder holding folders like 10_mychar first.")
             return
+        if not self.option.value or not str(self.value.value).strip():
+            self.note.value = message_html(WARNING, "Nothing set: type a value first.",
+                                           "For example true, 0.1 or .caption, depending on the option.")
+            return
+        self.note.value = ""
         self.overrides.setdefault(self.folder.value, {})[self.option.value] = self.value.value
         self._render()
         self._on_change()
 
     def _clear(self) -> None:
+        if not self.overrides.get(self.folder.value):
+            self.note.value = message_html(INFO, "This folder has no settings of its own to clear.")
+            return
+        self.note.value = ""
         self.overrides.pop(self.folder.value, None)
         self._render()
         self._on_change()

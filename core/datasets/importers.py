@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from core.datasets.files import is_image_file, require_folder, walk_files
-from core.datasets.naming import parse_subset_folder, sanitize_name, subset_folder_name
+from core.datasets.naming import parse_subset_folder, project_name, subset_folder_name
 from core.errors import CoreError
 
 DEFAULT_MAX_UNPACKED_BYTES = 20 * 1024**3  # 20 GiB: far above any LoRA dataset, far below a zip bomb
@@ -53,8 +53,8 @@ class ImportResult:
 
 
 def project_folder(datasets_dir: Path, project: str) -> Path:
-    """``datasets/<project>`` with the project name sanitised."""
-    return Path(datasets_dir) / sanitize_name(project, "project name")
+    """``datasets/<project>`` with the project name made safe (the rule the training form uses too)."""
+    return Path(datasets_dir) / project_name(project)
 
 
 def subset_folder(datasets_dir: Path, project: str, repeats: int, concept: str) -> Path:

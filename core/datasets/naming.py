@@ -43,6 +43,17 @@ def sanitize_name(name: str, what: str = "name") -> str:
     return text
 
 
+def project_name(name: str) -> str:
+    """The one project-name rule of both notebooks: ``name`` as a safe folder and file name.
+
+    The dataset panel (``datasets/<project>``) and the training form (``training_configs/<project>``,
+    ``outputs/<project>``, the LoRA's file name) both use it, so "Alice Smith" is the same project
+    everywhere. Names are accepted and made safe rather than refused: spaces and Unicode are kept,
+    characters no OS allows become ``_``. Raises :class:`CoreError` when nothing usable is left.
+    """
+    return sanitize_name(name, "project name")
+
+
 def subset_folder_name(repeats: int, concept: str) -> str:
     """The trainer's ``N_name`` folder: ``10_mychar`` trains each image 10 times per epoch.
 

@@ -9,12 +9,12 @@ importing those loads torch, so callers that must stay fast pass ``include_rules
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.errors import CoreError
 from core.paths import ProjectPaths
-from core.training.form import ConfigPlan, TrainingForm, check_value, plan_config
+from core.training.form import ConfigPlan, TrainingForm, check_project_name, check_value, form_repeats, plan_config
 from core.training.steps import StepEstimate, estimate_steps, folders_of
 from trainer.errors import TrainerError
 from trainer.options import BY_NAME, NOT_IMPLEMENTED
@@ -229,11 +229,36 @@ def _recommendations(values: dict[str, Any]) -> list[Finding]:
     return found
 
 
+def _names(form: TrainingForm, name: str | None) -> list[Finding]:
+    """Say so when a typed project or config name is changed to be a safe folder and file name."""
+    found = []
+    for what, typed in (("Project name", form.project), ("Config name", name)):
+        try:
+            safe = check_project_name(typed) if typed else None
+        except CoreError as problem:
+            found.append(Finding(ERROR, (), problem.message, problem.hint))
+            continue
+        if safe is not None and safe != typed.strip():
+            found.append(Finding(INFO, (), f"{what} {typed.strip()!r} is used as {safe!r} for folders and files.",
+                                 "Some characters are not allowed in file names on every system."))
+    return found
+
+
+def _repeats(form: TrainingForm) -> list[Finding]:
+    try:
+        form_repeats(form)
+    except CoreError as problem:
+        return [Finding(ERROR, (), problem.message, problem.hint)]
+    return []
+
+
 def live_checks(form: TrainingForm, paths: ProjectPaths, facts: ModelFacts | None = None,
-                include_rules: bool = True) -> CheckReport:
-    """Steps and findings for the form as it is now (nothing is written)."""
+                include_rules: bool = True, name: str | None = None) -> CheckReport:
+    """Steps and findings for the form as it is now (nothing is written). ``name``: the config name
+    the files would be saved as (default: the project name), so the plan is exactly what Save writes."""
     facts = facts or ModelFacts()
     values, findings = _typed_values(form, paths)
+    findings += _names(form, name) + _repeats(form)
     if not values.get("pretrained_model_name_or_path"):
         findings.append(Finding(ERROR, ("pretrained_model_name_or_path",), "No base model chosen.",
                                 "Pick a downloaded model (setup panel) or paste a model path."))
@@ -241,9 +266,9 @@ def live_checks(form: TrainingForm, paths: ProjectPaths, facts: ModelFacts | Non
         findings.append(Finding(ERROR, ("train_data_dir",), "No dataset folder chosen.",
                                 "Pick the folder that holds your N_name image folders (e.g. datasets/my_char)."))
     plan = None
-    if not findings:
+    if not [finding for finding in findings if finding.level == ERROR]:
         try:
-            plan = plan_config(form, paths)
+            plan = plan_config(form, paths, name or None)
         except CoreError as problem:
             findings.append(Finding(ERROR, (), problem.message, problem.hint))
     steps = None
@@ -252,6 +277,9 @@ def live_checks(form: TrainingForm, paths: ProjectPaths, facts: ModelFacts | Non
         folders = folders_of(plan.values, plan.dataset)
         batch = plan.dataset["datasets"][0].get("batch_size") if plan.dataset else None
         steps = estimate_steps(plan.values, folders, batch)
+        if form.repeats and plan.dataset:
+            steps = replace(steps, note=(f"Repeats = {form_repeats(form)} for every image folder (the Repeats "
+                                         "setting; the numbers in the folder names are not used). " + steps.note).strip())
         if not steps.images:
             findings.append(Finding(ERROR, ("train_data_dir",), "No images found in the dataset folder's N_name "
                                     "folders.", "Inside the dataset folder, each image folder must be named like "

@@ -85,16 +85,19 @@ def _fold_dataset_config(result: ReadResult, dataset_path: Path) -> None:
         result.warnings.append(f"dataset_config {dataset_path} is kept as it is (it has settings the form shows "
                                "only as the file path).")
         return
-    extra, overrides = folded
+    extra, overrides, repeats = folded
     values.pop("dataset_config")
     values.update(extra)
     result.form.subset_overrides = overrides
+    result.form.repeats = repeats
     result.files.append(dataset_path)
 
 
 def _as_form_parts(data: dict[str, Any], values: dict[str, Any],
-                   path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
-    """(form values, per-folder settings) for a one-dataset config over the N_name folders; else None."""
+                   path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], int | None] | None:
+    """(form values, per-folder settings, the Repeats setting) for a one-dataset config over the N_name
+    folders; else None. One num_repeats shared by every training folder that differs from the folder
+    names is the form's Repeats setting."""
     datasets = data.get("datasets") or []
     if data.get("general") or len(datasets) != 1 or set(data) - {"general", "datasets"}:
         return None
@@ -109,6 +112,7 @@ def _as_form_parts(data: dict[str, Any], values: dict[str, Any],
     extra = {key: check_value(key, dataset[key], "dataset", base, str(path)) for key in DATASET_ONLY if key in dataset}
     overrides: dict[str, dict[str, Any]] = {}
     image_dir_subsets = []
+    train_repeats: list[tuple[int, int]] = []  # (in the file, in the folder name) per training folder
     for raw in dataset.get("subsets") or []:
         subset = {key: check_value(key, value, SUBSET, base, str(path)) for key, value in raw.items()}
         known = folders.get(str(subset.get("image_dir")))
@@ -116,7 +120,9 @@ def _as_form_parts(data: dict[str, Any], values: dict[str, Any],
             image_dir_subsets.append(subset)
             continue
         name, repeats, tokens, is_reg = known
-        if (subset.get("num_repeats", 1) != repeats or subset.get("class_tokens") != tokens
+        if not is_reg:
+            train_repeats.append((subset.get("num_repeats", 1), repeats))
+        if ((is_reg and subset.get("num_repeats", 1) != repeats) or subset.get("class_tokens") != tokens
                 or bool(subset.get("is_reg")) != is_reg):
             return None  # the file disagrees with the folder names: keep the file
         own = {key: value for key, value in subset.items() if key not in _FOLDER_KEYS}
@@ -129,7 +135,12 @@ def _as_form_parts(data: dict[str, Any], values: dict[str, Any],
         if set(subset) - {"image_dir", *IMAGE_DIR_SETTINGS}:
             return None
         extra.update(subset)
-    return extra, overrides
+    repeats = None
+    if any(written != named for written, named in train_repeats):
+        if len({written for written, _ in train_repeats}) != 1:
+            return None  # different numbers than the folder names, per folder: only the file says it
+        repeats = train_repeats[0][0]
+    return extra, overrides, repeats
 
 
 def import_sd_scripts_toml(path: str | Path, project: str | None = None) -> ReadResult:

@@ -7,20 +7,20 @@ dataset TOML. Nothing is written until :func:`write_plan`. All paths in the file
 """
 from __future__ import annotations
 
-import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.datasets.naming import project_name
 from core.errors import CoreError
 from core.paths import ProjectPaths
 from core.training.toml_text import dataset_text, sections_text
 from trainer.config import resolve_path_value
 from trainer.errors import TrainerError
 from trainer.options import BY_NAME, DATASET, GROUP_TITLES, OPTIONS, SECRET_KEYS, SUBSET, TRAIN, get_option
-from trainer.options.schema import PATH, Option
+from trainer.options.schema import INT, PATH, Option
 
-PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 DATASET_SUFFIX = "_dataset"
 # Options that exist only in a dataset config: they force one to be written.
 DATASET_ONLY = tuple(o.name for o in OPTIONS if TRAIN not in o.scopes and DATASET in o.scopes)
@@ -28,6 +28,17 @@ SUBSET_ONLY = tuple(o.name for o in OPTIONS if TRAIN not in o.scopes and SUBSET 
                     and DATASET not in o.scopes)
 # image_dir's own folder settings (the N_name folders take repeats and tokens from their names).
 IMAGE_DIR_SETTINGS = ("num_repeats", "class_tokens", "is_reg")
+# A setting of the form, not of the trainer: it becomes num_repeats in every N_name subset of
+# train_data_dir (a beginner sets repeats here instead of renaming folders). Same row shape as the
+# table, so the panel shows it like every other option.
+REPEATS = Option(
+    "repeats", INT, None, "data",
+    "How many times each image is seen per epoch, for every image folder of this run.",
+    "Not set: each folder's own number (the 10 of 10_mychar). Set: this number for every folder of the dataset "
+    "(regularisation folders keep theirs), written as num_repeats in the dataset config; the folders are not "
+    "renamed. About 10 for 10-20 images, 5 for 50, 1-2 for hundreds.",
+    level="basic", minimum=1, maximum=10000, title="Repeats",
+)
 
 
 @dataclass
@@ -36,11 +47,14 @@ class TrainingForm:
 
     ``subset_overrides`` maps an ``N_name`` folder's name (in ``train_data_dir`` or
     ``reg_data_dir``) to subset options for that folder only (e.g. ``{"5_style": {"flip_aug": True}}``).
+    ``repeats`` (None: the folder names' numbers) overrides the repeats of every ``N_name`` folder
+    of ``train_data_dir`` for this run.
     """
 
     project: str
     values: dict[str, Any] = field(default_factory=dict)
     subset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repeats: int | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +82,19 @@ def as_core_error(problem: TrainerError) -> CoreError:
 
 
 def check_project_name(project: str) -> str:
-    """The project name, stripped; refused when it cannot be a folder and file name."""
-    name = (project or "").strip()
-    if not PROJECT_NAME.match(name):
-        raise CoreError(f"Project name {project!r} cannot be used as a folder name.",
-                        "Use letters, digits, '-', '_' or '.', starting with a letter or digit (e.g. my_char_v1).")
-    return name
+    """The project (or config) name as a safe folder and file name: the dataset panel's rule
+    (:func:`core.datasets.naming.project_name`), so one name means one project in both notebooks."""
+    return project_name(project or "")
+
+
+def form_repeats(form: TrainingForm) -> int | None:
+    """The form's repeats override, checked (None when not set)."""
+    if is_empty(form.repeats):
+        return None
+    try:
+        return REPEATS.coerce(form.repeats, "the Repeats setting")
+    except TrainerError as problem:
+        raise as_core_error(problem) from None
 
 
 def is_empty(value: Any) -> bool:
@@ -168,8 +189,11 @@ def _dataset_tables(values: dict[str, Any], form: TrainingForm, base: Path) -> d
     if unknown:
         raise CoreError(f"Per-folder settings name folder(s) {', '.join(unknown)}, which are not N_name folders "
                         "of the dataset folder.", "Remove those settings, or pick the dataset folder that holds them.")
+    override = form_repeats(form)
     subsets = []
     for (name, repeats, tokens, path), is_reg in folders:
+        if override is not None and not is_reg:
+            repeats = override
         subset: dict[str, Any] = {"image_dir": str(path), "num_repeats": repeats}
         if tokens:
             subset["class_tokens"] = tokens
@@ -229,7 +253,7 @@ def plan_config(form: TrainingForm, paths: ProjectPaths, name: str | None = None
     if leaked:  # cannot happen through check_value; kept as the last line of defence
         raise CoreError(f"Refusing to write secret key(s) {sorted(leaked)}.", "Use environment variables.")
     header = (f"Training config of project {project} ({name}), written by the training panel.\n"
-              f"Run: python -m trainer.train_network --config_file {training_path}")
+              f"Run: python -m trainer.train_network --config_file {shlex.quote(str(training_path))}")
     if dataset_path:
         header += "\nWhich images train, and how often, is in dataset_config."
     text = sections_text(header, _training_sections(training_values))

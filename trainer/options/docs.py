@@ -31,6 +31,8 @@ def _row(option: Option) -> list[str]:
     status = "" if option.implemented else " *(accepted, not implemented yet)*"
     cuda = " Needs CUDA." if option.needs_cuda else ""
     lines = [f"### `{option.name}`{status}", ""]
+    if option.title:  # the label the training panel shows for it
+        lines += [f"**{option.title}**", ""]
     lines.append(f"{option.help}{cuda}")
     lines.append("")
     facts = [f"type: {option.kind}", f"default: {_default_text(option)}", f"mode: {option.level}"]
@@ -52,7 +54,8 @@ def render() -> str:
         "",
         "Generated from the options table in `trainer/options/` by `python -m trainer.options.docs`;",
         "do not edit by hand. Option names are sd-scripts' names, so sd-scripts TOML files load as they are.",
-        "Basic options are the ones the trainer notebook shows in basic mode.",
+        "Basic options are the ones the trainer notebook shows in basic mode; the bold line under an option's",
+        "name is the plain-language label the notebook shows for it.",
         "",
     ]
     groups: dict[str, list[Option]] = {}

@@ -43,6 +43,8 @@ class Option:
     ``default`` None means "not set". ``choices`` holds the stored values; ``labels`` maps some
     of them to what a dropdown shows (labels are never used as values). ``implemented`` False
     marks an option we accept for compatibility but do not act on yet: it is warned about.
+    ``title`` is a short plain-language name for people who never saw a TOML file ("Network size
+    (dim)"); the panel shows it as the label, with ``name`` in the tooltip and the explanation.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Option:
     implemented: bool = True
     needs_cuda: bool = False
     allow_class_path: bool = False  # a CHOICE that also takes any "module.Class" path
+    title: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -68,6 +71,11 @@ class Option:
             raise ValueError(f"option {self.name}: a choice needs choices")
         if self.level not in ("basic", "advanced"):
             raise ValueError(f"option {self.name}: level must be basic or advanced")
+
+    @property
+    def display_name(self) -> str:
+        """The title when there is one, else the option name."""
+        return self.title or self.name
 
     def label_for(self, value: Any) -> str:
         """What a dropdown shows for ``value``."""

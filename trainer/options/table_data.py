@@ -22,17 +22,20 @@ DATA_OPTIONS = (
         "with 'mychar' as the caption of any image that has no caption file. The most common mistake is "
         "pointing at 10_mychar itself instead of its parent.",
         level="basic",
+        title="Dataset folder",
     ),
     Option(
         "reg_data_dir", PATH, None, "data",
         "Folder holding N_name folders of regularisation images (optional).",
         "Regularisation images of the class ('woman', 'dog') keep the model from forgetting what the class "
         "looks like in general. Most character LoRAs do fine without them.",
+        title="Regularisation images folder",
     ),
     Option(
         "dataset_config", PATH, None, "data",
         "A dataset TOML ([general], [[datasets]], [[datasets.subsets]]) instead of train_data_dir.",
         "Lets each folder have its own repeats, caption settings and resolution.",
+        title="Dataset config file",
     ),
     Option(
         "resolution", RESOLUTION, [512, 512], "data",
@@ -40,6 +43,7 @@ DATA_OPTIONS = (
         "Images are resized into buckets of about this many pixels. Training above the base model's native "
         "resolution costs memory and rarely helps.",
         level="basic", minimum=32, maximum=4096, scopes=_TRAIN_DATASET,
+        title="Training resolution",
     ),
     Option(
         "batch_size", INT, None, "data",
@@ -53,6 +57,7 @@ DATA_OPTIONS = (
         "Sort images into aspect-ratio buckets instead of cropping everything square.",
         "Keeps whole images (no cut-off heads or feet) when your images are not square. Recommended.",
         level="basic", scopes=_TRAIN_DATASET,
+        title="Keep aspect ratios (buckets)",
     ),
     Option(
         "min_bucket_reso", INT, 256, "buckets",
@@ -61,6 +66,7 @@ DATA_OPTIONS = (
         "(they are cropped instead). 256 is the common value for both SD1.5 and SDXL; keep it below the training "
         "resolution.",
         scopes=_TRAIN_DATASET, minimum=16,
+        title="Smallest bucket side",
     ),
     Option(
         "max_bucket_reso", INT, 1024, "buckets",
@@ -68,6 +74,7 @@ DATA_OPTIONS = (
         "No bucket gets a side longer than this; it must be at least the training resolution. 1024 is usual for "
         "SD1.5 and 2048 for SDXL, so that tall or wide images keep their shape instead of being cropped.",
         scopes=_TRAIN_DATASET, minimum=16,
+        title="Largest bucket side",
     ),
     Option(
         "bucket_reso_steps", INT, 64, "buckets",
@@ -121,12 +128,14 @@ DATA_OPTIONS = (
         "Extension of the caption files beside the images (.txt).",
         "sd-scripts' own default is .caption; almost every dataset tool writes .txt.",
         scopes=_TRAIN_SUBSET,
+        title="Caption file extension",
     ),
     Option(
         "shuffle_caption", BOOL, False, "captions",
         "Shuffle the comma-separated tags of each caption every time it is used.",
         "Teaches the LoRA that tag order does not matter. Use keep_tokens to pin your trigger word first.",
         level="basic", scopes=_TRAIN_SUBSET,
+        title="Shuffle caption tags",
     ),
     Option(
         "keep_tokens", INT, 0, "captions",
@@ -135,6 +144,7 @@ DATA_OPTIONS = (
         "caption_separator, so the trigger must be the first comma-separated item of every caption. 0 lets every tag "
         "move.",
         scopes=_TRAIN_SUBSET, minimum=0,
+        title="Tags kept in front when shuffling",
     ),
     Option(
         "keep_tokens_separator", STR, "", "captions",
@@ -189,6 +199,7 @@ DATA_OPTIONS = (
         "Doubles the variety of a small dataset; do not use it for asymmetric subjects (text, one-sided hair). "
         "Works with cache_latents (both orientations are cached).",
         scopes=_TRAIN_SUBSET,
+        title="Mirror images (flip)",
     ),
     Option(
         "color_aug", BOOL, False, "augmentation",
@@ -219,6 +230,7 @@ CACHE_OPTIONS = (
         "Encode every image with the VAE once, before training, and keep the result in memory.",
         "Much faster training and less VRAM; incompatible with color_aug and random_crop.",
         level="basic",
+        title="Pre-encode images once (cache latents)",
     ),
     Option(
         "cache_latents_to_disk", BOOL, False, "caching",
@@ -229,6 +241,7 @@ CACHE_OPTIONS = (
         "cache_text_encoder_outputs", BOOL, False, "caching",
         "Encode every caption once and free the text encoders (needs a frozen text encoder).",
         "Saves a lot of VRAM for SDXL. Needs network_train_unet_only and no caption shuffling or dropout.",
+        title="Cache text-encoder outputs",
     ),
     Option(
         "vae_batch_size", INT, 1, "caching",

@@ -23,6 +23,7 @@ MODEL_OPTIONS = (
         "on an SDXL-family model (Pony, Illustrious, NoobAI, Animagine) works on that family only. The "
         "architecture (SD1, SD2, SDXL) is detected from the weights.",
         level="basic",
+        title="Base model file",
     ),
     Option(
         "model_config", PATH, None, "model",
@@ -40,21 +41,25 @@ MODEL_OPTIONS = (
         "The base model predicts velocity (v-prediction): SD2 768-v, NoobAI v-pred and similar.",
         "Must match how the base model was trained. A v-pred model trained as epsilon (or the reverse) gives "
         "washed-out or fried results. The model presets set it for you.",
+        title="v-prediction model",
     ),
     Option(
         "zero_terminal_snr", BOOL, False, "model",
         "Rescale the noise schedule so the last timestep is pure noise (for v-pred models trained that way).",
         "Use it together with v_parameterization for models trained with zero terminal SNR (NoobAI v-pred).",
+        title="Zero terminal SNR",
     ),
     Option(
         "vae", PATH, None, "model",
         "A separate VAE file or folder to use instead of the one inside the base model.",
         "For SDXL in fp16 use the fp16-fix VAE: the stock SDXL VAE overflows to NaN (black images) in fp16.",
+        title="Separate VAE file",
     ),
     Option(
         "no_half_vae", BOOL, False, "model",
         "Keep the VAE in full precision even when training in fp16/bf16.",
         "Avoids NaN latents with the stock SDXL VAE in fp16, at the cost of some memory.",
+        title="Full-precision VAE",
     ),
     Option(
         "clip_skip", INT, None, "model",
@@ -62,6 +67,7 @@ MODEL_OPTIONS = (
         "1 (or empty) uses the last layer. Anime SD1.5 models (NovelAI lineage) were trained with 2. SDXL "
         "always uses the penultimate layer, so leave it empty there.",
         minimum=1, maximum=12,
+        title="CLIP skip",
     ),
     Option(
         "max_token_length", INT, None, "model",
@@ -102,6 +108,7 @@ NETWORK_OPTIONS = (
         level="basic",
         choices=("networks.lora", "lycoris.kohya", "networks.dylora"),
         labels=(("networks.lora", "LoRA / LoCon"), ("lycoris.kohya", "LyCORIS"), ("networks.dylora", "DyLoRA")),
+        title="Network type",
     ),
     Option(
         "network_dim", INT, 16, "network",
@@ -109,6 +116,7 @@ NETWORK_OPTIONS = (
         "Rank 16 is a good start for a character, 32 for a detailed style. A higher rank learns more detail "
         "but also more noise, and the file grows linearly (an SDXL rank-32 LoRA is about 220 MB in fp16).",
         level="basic", minimum=1, maximum=1024,
+        title="Network size (dim)",
     ),
     Option(
         "network_alpha", FLOAT, 1.0, "network",
@@ -116,6 +124,7 @@ NETWORK_OPTIONS = (
         "With alpha = dim the scale is 1. With alpha = 1 and dim = 16 the scale is 1/16, so the learning rate "
         "must be higher to compensate. If you change dim, keep alpha/dim the same to keep the same behaviour.",
         level="basic", minimum=0,
+        title="Network alpha (strength scale)",
     ),
     Option(
         "network_args", STR_LIST, [], "network",
@@ -125,6 +134,7 @@ NETWORK_OPTIONS = (
         "use_scalar, train_norm, dropout, rank_dropout, module_dropout, rank_dropout_scale, factor, "
         "decompose_both, full_matrix, unbalanced_factorization (LoKr), constraint, rescaled (OFT/BOFT), "
         "rs_lora, bypass_mode. networks.dylora: unit, conv_dim, conv_alpha. Unknown keys are refused.",
+        title="Extra network settings",
     ),
     Option(
         "network_dropout", FLOAT, None, "network",
@@ -141,6 +151,7 @@ NETWORK_OPTIONS = (
         "network_train_unet_only", BOOL, False, "network",
         "Train the UNet only and leave the text encoder(s) alone.",
         "Usual for SDXL: it saves memory, allows caching the text-encoder outputs, and rarely costs quality.",
+        title="Train the image model only (UNet)",
     ),
     Option(
         "network_train_text_encoder_only", BOOL, False, "network",
@@ -173,11 +184,13 @@ OPTIMIZER_OPTIONS = (
         "are the most memory-frugal. AdamWScheduleFree and RAdamScheduleFree need no decaying schedule (use "
         "lr_scheduler constant). Any 'module.Class' path to a torch optimizer also works.",
         level="basic", choices=OPTIMIZERS, allow_class_path=True,
+        title="Optimizer",
     ),
     Option(
         "optimizer_args", STR_LIST, [], "optimizer",
         'Optimizer settings as "key=value" items, e.g. ["weight_decay=0.01", "betas=0.9,0.99"].',
         "Values are read as numbers, booleans, or comma-separated tuples where that fits.",
+        title="Extra optimizer settings",
     ),
     Option(
         "learning_rate", FLOAT, 1e-4, "optimizer",
@@ -185,18 +198,21 @@ OPTIMIZER_OPTIONS = (
         "Too high: the LoRA 'fries' (oversaturated, distorted) within a few epochs. Too low: it never learns "
         "the concept. unet_lr and text_encoder_lr override it for their parts.",
         level="basic", minimum=0,
+        title="Learning rate",
     ),
     Option(
         "unet_lr", FLOAT, None, "optimizer",
         "Learning rate for the UNet part (defaults to learning_rate).",
         "1e-4 to 5e-4 for AdamW, depending on alpha/dim.",
         level="basic", minimum=0,
+        title="Learning rate of the image model (UNet)",
     ),
     Option(
         "text_encoder_lr", FLOAT_LIST, None, "optimizer",
         "Learning rate for the text encoder(s); one value, or two for SDXL's two encoders.",
         "Usually half to a tenth of the UNet's. 0 freezes the text encoder's LoRA.",
         level="basic", minimum=0,
+        title="Learning rate of the text encoder",
     ),
     Option(
         "max_grad_norm", FLOAT, 1.0, "optimizer",
@@ -222,12 +238,14 @@ SCHEDULER_OPTIONS = (
         "stays high longer, then falls fast ((1-z)/(1-z/2) of the way z through, restarting "
         "lr_scheduler_num_cycles times). adafactor lets the Adafactor optimizer pick its own rate.",
         level="basic", choices=SCHEDULERS,
+        title="Learning-rate schedule",
     ),
     Option(
         "lr_warmup_steps", NUMBER, 0, "scheduler",
         "Raise the learning rate from 0 over this many steps (or this fraction of all steps, if below 1).",
         "A short warmup (about 5% of the steps) steadies the start, especially with Adam-type optimizers.",
         minimum=0,
+        title="Learning-rate warm-up",
     ),
     Option(
         "lr_scheduler_num_cycles", INT, 1, "scheduler",

@@ -15,6 +15,7 @@ TRAINING_OPTIONS = (
         "Total steps = images x repeats x epochs / batch size. 10 epochs at 10 repeats is a common start "
         "for a 20-image character.",
         level="basic", minimum=1,
+        title="Epochs",
     ),
     Option(
         "max_train_steps", INT, 1600, "training",
@@ -22,6 +23,7 @@ TRAINING_OPTIONS = (
         "A step is one update of train_batch_size x gradient_accumulation_steps images. Setting max_train_epochs is "
         "usually easier to reason about; the default 1600 is a placeholder, not a recommendation.",
         minimum=1,
+        title="Total steps (when epochs are not set)",
     ),
     Option(
         "train_batch_size", INT, 1, "training",
@@ -29,6 +31,7 @@ TRAINING_OPTIONS = (
         "With a bigger batch, raise the learning rate a little or train more epochs: each step averages more "
         "images, so there are fewer steps.",
         level="basic", minimum=1, maximum=256,
+        title="Batch size",
     ),
     Option(
         "gradient_accumulation_steps", INT, 1, "training",
@@ -37,12 +40,14 @@ TRAINING_OPTIONS = (
         "of batch size 1. It also means fewer updates per epoch, so adjust learning rate or epochs as for a bigger "
         "batch; 1 (off) is normal.",
         minimum=1,
+        title="Gradient accumulation steps",
     ),
     Option(
         "gradient_checkpointing", BOOL, False, "training",
         "Recompute activations in the backward pass instead of storing them: much less VRAM, ~20% slower.",
         "Needed for SDXL at 1024 px on GPUs under 24 GB.",
         level="basic",
+        title="Save VRAM (gradient checkpointing)",
     ),
     Option(
         "mixed_precision", CHOICE, "no", "precision",
@@ -50,6 +55,7 @@ TRAINING_OPTIONS = (
         "bf16 is as stable as fp32 for training; fp16 can overflow (NaN loss), especially with the SDXL VAE.",
         level="basic", choices=("no", "fp16", "bf16"),
         labels=(("no", "fp32 (no mixed precision)"), ("fp16", "fp16"), ("bf16", "bf16")),
+        title="Compute precision",
     ),
     Option(
         "full_fp16", BOOL, False, "precision",
@@ -68,6 +74,7 @@ TRAINING_OPTIONS = (
         "Precision of the saved file: fp16 (usual, half the size), bf16, or float (full).",
         "Empty saves in float (full precision), as sd-scripts does.",
         level="basic", choices=("float", "fp16", "bf16"),
+        title="Saved file precision",
     ),
     Option(
         "seed", INT, None, "training",
@@ -75,6 +82,7 @@ TRAINING_OPTIONS = (
         "Any number works; keep it fixed (e.g. 42) when comparing settings, so your change is the only difference "
         "between runs. When empty, the LoRA's starting weights differ from run to run.",
         minimum=0,
+        title="Random seed",
     ),
     Option(
         "max_data_loader_n_workers", INT, 0, "training",
@@ -102,12 +110,14 @@ LOSS_OPTIONS = (
         "Add a little constant noise so the LoRA can make darker darks and brighter lights (0.03-0.1).",
         "0.0357 is the classic value. Too much gives washed-out or overly contrasted images.",
         minimum=0, maximum=1,
+        title="Noise offset",
     ),
     Option(
         "min_snr_gamma", FLOAT, None, "noise",
         "Min-SNR loss weighting (5 is usual): steadier, faster training.",
         "Down-weights the easy, low-noise timesteps so they do not dominate the loss.",
         minimum=0, maximum=100,
+        title="Min-SNR weighting (gamma)",
     ),
     Option(
         "min_timestep", INT, 0, "noise",
@@ -183,6 +193,7 @@ SAVE_OPTIONS = (
         "Use one folder per project so runs do not mix. The final LoRA is <output_name>.safetensors here; numbered "
         "saves, sample images and (by default) logs go here too.",
         level="basic",
+        title="Output folder",
     ),
     Option(
         "output_name", STR, "last", "saving",
@@ -190,6 +201,7 @@ SAVE_OPTIONS = (
         "Pick a distinct name such as mychar_v1: numbered saves are called NAME-000004.safetensors, and a run "
         "refuses to replace an earlier LoRA of the same name unless overwrite_output is on.",
         level="basic",
+        title="LoRA file name",
     ),
     Option(
         "save_model_as", CHOICE, "safetensors", "saving",
@@ -204,6 +216,7 @@ SAVE_OPTIONS = (
         "The best LoRA is often a little before the last epoch; saving every 1-2 epochs lets you try several in your "
         "UI and keep the best. Files are named NAME-000004.safetensors; save_last_n_epochs limits disk use.",
         level="basic", minimum=1,
+        title="Save a copy every N epochs",
     ),
     Option("save_every_n_steps", INT, None, "saving", "Also save a numbered copy every N steps.",
            "Useful for long runs with few epochs, or when you train by steps. Files are named "
@@ -272,12 +285,12 @@ SAMPLE_OPTIONS = (
            "Images go to <output_dir>/sample/<output_name>_<step>_<prompt number>.png. Unset width/height take "
            "the training resolution, an unset seed is seed + the prompt's number, so each prompt keeps its noise "
            "from one sample to the next and you see only what training changed.",
-           level="basic"),
+           level="basic", title="Sample prompts file"),
     Option("sample_every_n_epochs", INT, None, "sampling", "Make preview images every N epochs.",
            "Previews let you watch the LoRA learn and spot overtraining (fried colours, stiff copies of the training "
            "images) without stopping. Every 1-2 epochs is common; needs sample_prompts, and each round costs some "
            "time.",
-           level="basic", minimum=1),
+           level="basic", minimum=1, title="Sample images every N epochs"),
     Option("sample_every_n_steps", INT, None, "sampling", "Make preview images every N steps.",
            "May be combined with sample_every_n_epochs; a step both ask for is drawn once.", minimum=1),
     Option("sample_at_first", BOOL, False, "sampling",
