@@ -42,3 +42,30 @@ def test_each_dataset_is_balanced_on_its_own_and_unused_images_are_named_in_a_wa
 def test_without_regularisation_images_nothing_changes() -> None:
     records = tuple(fake_record(f"t{i}", (512, 512), 3) for i in range(3))
     assert balance_regularisation(records) == (records, [])
+
+
+def test_the_panel_step_estimate_matches_the_trainer_plan_with_regularisation(tmp_path) -> None:
+    """The training panel's steps formula and the trainer's own scan agree once reg images are balanced."""
+    from PIL import Image
+
+    from core.paths import ProjectPaths
+    from core.training import TrainingForm, live_checks
+    from trainer.config import load_training_config
+    from trainer.data.blueprint import build_datasets
+    from trainer.data.epochs import steps_per_epoch
+    from trainer.data.scan import scan_datasets
+
+    for folder, count in {"ds/5_char": 3, "reg/1_person": 4}.items():
+        (tmp_path / folder).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (64, 64), (index * 40, 90, 160)).save(tmp_path / folder / f"i{index}.png")
+    values = {"pretrained_model_name_or_path": str(tmp_path / "m.safetensors"), "train_data_dir": str(tmp_path / "ds"),
+              "reg_data_dir": str(tmp_path / "reg"), "resolution": "64", "max_train_epochs": 2, "train_batch_size": 1,
+              "enable_bucket": False}
+    paths = ProjectPaths.resolve(environ={}, work_dir=tmp_path / "work").ensure()
+    report = live_checks(TrainingForm("reg", values), paths, include_rules=False)
+    config = load_training_config(overrides=values, cwd=tmp_path)
+    datasets, _ = build_datasets(config)
+    scan = scan_datasets(datasets, strict=True)
+    assert scan.num_train_images == 15 and scan.num_reg_images == 15
+    assert report.steps.images_per_epoch == 30 == steps_per_epoch(scan.records, datasets)

@@ -312,7 +312,8 @@ def test_repeats_setting_is_written_per_subset_counted_and_read_back(tmp_path: P
     assert [(Path(s["image_dir"]).name, s["num_repeats"]) for s in subsets] == [
         ("10_char", 7), ("2_style", 7), ("1_person", 1)]
     report = live_checks(TrainingForm("rep", values, repeats=7), paths, include_rules=False)
-    assert report.steps.images_per_epoch == 3 * 7 + 2 * 7 + 4 and report.steps.total_steps == 390
+    # 35 training samples; the 4 regularisation images are balanced to 35 too (the trainer's rule)
+    assert report.steps.images_per_epoch == 2 * (3 * 7 + 2 * 7) and report.steps.total_steps == 700
     assert "3 images x 7 repeats (10_char) + 2 images x 7 repeats (2_style)" in report.steps.formula
     saved = save_config(TrainingForm("rep", values, repeats=7), paths)
     (dataset,), _ = build_datasets(load_training_config(saved.path))

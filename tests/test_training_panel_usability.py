@@ -38,11 +38,12 @@ def test_basic_repeats_override_every_folder_in_steps_file_and_trainer(tmp_path:
     panel.advanced.value = True
     panel.fields["reg_data_dir"].widget.value = str(reg)
     panel.wait()
-    # (6 + 4) x 3 + 2 x 1 (the regularisation folder keeps its own) = 32 per epoch / 2 = 16 steps x 20 = 320
+    # (6 + 4) x 3 = 30 training samples; the 2 regularisation images are balanced to 30 as well (the
+    # trainer's rule) = 60 per epoch / batch 2 = 30 steps x 20 epochs = 600
     text = panel.steps_html.value
-    assert "6 images x 3 repeats (10_char) + 4 images x 3 repeats (5_style) + 2 images x 1 repeats " \
-           "(1_person, reg) = 32 images per epoch" in text, text
-    assert "Total steps: 320" in text and "Repeats = 3 for every image folder" in text
+    assert "6 images x 3 repeats (10_char) + 4 images x 3 repeats (5_style) + 2 regularisation images " \
+           "balanced to 30 (1_person) = 60 images per epoch" in text, text
+    assert "Total steps: 600" in text and "Repeats = 3 for every image folder" in text
     saved = panel.save()
     (dataset,), _ = build_datasets(load_training_config(saved))
     repeats = {Path(s.image_dir).name: (s.num_repeats, s.is_reg) for s in dataset.subsets}

@@ -11,12 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainer.data.blueprint import IMAGE_EXTENSIONS  # the trainer's list (trainer.data.images needs numpy)
-
-
-def is_image_file(path: Path) -> bool:
-    """True for a training-image extension, any letter case (as the trainer decides)."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+from core.datasets.files import is_image_file
+from trainer.data.regularisation import balanced_repeats
 
 
 @dataclass(frozen=True)
@@ -88,11 +84,18 @@ def estimate_steps(values: dict[str, Any], folders: list[FolderCount], dataset_b
     """
     batch = int(dataset_batch or values.get("train_batch_size") or 1)
     accumulation = int(values.get("gradient_accumulation_steps") or 1)
-    seen = sum(folder.seen for folder in folders)
+    train_seen = sum(folder.seen for folder in folders if not folder.is_reg)
+    reg_folders = [folder for folder in folders if folder.is_reg]
+    # The trainer balances regularisation images against the training samples (sd-scripts' rule).
+    reg_seen = sum(balanced_repeats(train_seen, [f.repeats for f in reg_folders for _ in range(f.images)]))
+    seen = train_seen + reg_seen
     images = sum(folder.images for folder in folders)
     batches = max(1, math.ceil(seen / batch)) if seen else 0
     per_epoch = max(1, math.ceil(batches / accumulation)) if batches else 0
-    parts = [f"{f.images} images x {f.repeats} repeats ({f.name}{', reg' if f.is_reg else ''})" for f in folders]
+    parts = [f"{f.images} images x {f.repeats} repeats ({f.name})" for f in folders if not f.is_reg]
+    if reg_folders:
+        names = ", ".join(f.name for f in reg_folders)
+        parts.append(f"{sum(f.images for f in reg_folders)} regularisation images balanced to {reg_seen} ({names})")
     lines = [(" + ".join(parts) or "no images") + f" = {seen} images per epoch"]
     lines.append(f"{seen} / batch size {batch} = {batches} batches per epoch")
     if accumulation > 1:

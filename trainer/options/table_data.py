@@ -28,7 +28,9 @@ DATA_OPTIONS = (
         "reg_data_dir", PATH, None, "data",
         "Folder holding N_name folders of regularisation images (optional).",
         "Regularisation images of the class ('woman', 'dog') keep the model from forgetting what the class "
-        "looks like in general. Most character LoRAs do fine without them.",
+        "looks like in general. Most character LoRAs do fine without them. Their repeats are balanced so an "
+        "epoch holds as many regularisation samples as training samples (an epoch becomes twice as long); "
+        "extra ones are left out and named in a warning.",
         title="Regularisation images folder",
     ),
     Option(
