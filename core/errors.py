@@ -16,3 +16,14 @@ class CoreError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n  What to do: {self.hint}" if self.hint else self.message
+
+
+def cli_error(error: CoreError, debug: bool = False) -> int:
+    """What a ``core`` command line does with a user error: print it plainly (exit code 2), or re-raise
+    it with its traceback when ``--debug`` was given."""
+    if debug:
+        raise error
+    import sys
+
+    print(f"Error: {error}", file=sys.stderr)
+    return 2

@@ -26,7 +26,7 @@ from core.downloads.civitai import DEFAULT_API_BASE, latest_version_id, resolve_
 from core.downloads.http import DownloadResult, HttpOptions, download_to, probe_name, sha256_of
 from core.downloads.sources import CivitaiSource, HFSource, URLSource, parse_source
 from core.downloads.tokens import resolve_token
-from core.errors import CoreError
+from core.errors import CoreError, cli_error
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, "int | None"], None]
@@ -228,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                                 file_name=args.file_name, token_file=args.token_file,
                                 progress=not args.no_progress, retries=args.retries)
     except CoreError as error:
-        if args.debug:
-            raise
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+        return cli_error(error, args.debug)
     print(f"{'Already present' if result.skipped else 'Saved'}: {result.path} ({result.size} bytes, sha256 {result.sha256})")
     return 0
 

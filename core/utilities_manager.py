@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import CoreError
+from core.errors import CoreError, cli_error
 from core.hub.upload import UploadResult, upload_dataset, upload_lora
 
 __all__ = [
@@ -293,10 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = upload_dataset(args.folder, args.repo, private=not args.public)
     except CoreError as error:
-        if args.debug:
-            raise
-        print(f"Error: {error}", file=sys.stderr)
-        return 2
+        return cli_error(error, args.debug)
     print(f"Uploaded {len(result.files)} files to {result.url}")
     return 0
 

@@ -202,9 +202,9 @@ def test_cli_dry_run_edit_history_undo(image_set, capsys, monkeypatch) -> None:
     assert "remove tags 'red dress', then add trigger word 'sks' at the front" in capsys.readouterr().out
     assert main(["undo", folder]) == 0
     assert tree_bytes(image_set.root) == before
-    assert main(["undo", folder]) == 1
+    assert main(["undo", folder]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: Nothing to undo") and "Traceback" not in err
+    assert err.startswith("Error: Nothing to undo") and "Traceback" not in err
 
 
 def test_manager_edit_captions_facade(image_set) -> None:

@@ -371,8 +371,8 @@ def test_cli_import_zip_and_error_without_traceback(image_set_template, tmp_path
     datasets = tmp_path / "datasets"
     assert main(["--datasets-dir", str(datasets), "import-zip", str(archive), "--project", "p", "--concept", "ohwx"]) == 0
     assert "Imported 18 image(s) and 13 caption(s)" in capsys.readouterr().out
-    assert main(["--datasets-dir", str(datasets), "import-zip", str(archive), "--project", "p", "--concept", "ohwx"]) == 1
+    assert main(["--datasets-dir", str(datasets), "import-zip", str(archive), "--project", "p", "--concept", "ohwx"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error:") and "already exist" in err and "What to do" in err and "Traceback" not in err
+    assert err.startswith("Error:") and "already exist" in err and "What to do" in err and "Traceback" not in err
     manager = DatasetManager(ProjectPaths.resolve({"LORA_DATASETS_DIR": str(datasets)}))
     assert manager.projects() == ["p"] and manager.subset_dir("p", 10, "ohwx") == datasets / "p" / "10_ohwx"

@@ -255,7 +255,7 @@ def test_cli_validate_and_stats(image_set, capsys, monkeypatch) -> None:
     assert (image_set.root / "10_ohwx woman" / "truncated.jpg").is_file()  # only the kinds chosen moved
     assert main(["stats", image_set.root.name, "--batch-size", "2"]) == 0
     assert "steps per epoch" in capsys.readouterr().out
-    assert main(["validate", "no_such_project"]) == 1
+    assert main(["validate", "no_such_project"]) == 2
     assert "no_such_project does not exist" in capsys.readouterr().err
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from core.datasets.captions import (
 from core.datasets import validation
 from core.datasets.statistics import BucketSettings
 from core.datasets.validation import BROKEN_KINDS, ODD_MODE_KINDS, ValidationSettings
-from core.errors import CoreError
+from core.errors import CoreError, cli_error
 
 # The finding kinds a user can ask to move aside (missing captions are not a reason to reject an image).
 _ALL_KINDS = BROKEN_KINDS + ODD_MODE_KINDS + (
@@ -252,8 +251,5 @@ def run(argv: Sequence[str] | None = None) -> int:
         for line in _dispatch(manager, args):
             print(line)
     except CoreError as problem:
-        if args.debug:
-            raise
-        print(f"error: {problem}", file=sys.stderr)
-        return 1
+        return cli_error(problem, args.debug)
     return 0
