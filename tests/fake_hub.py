@@ -30,12 +30,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import PurePosixPath
+
+from tests.loopback import serving
 
 WRITE_TOKEN = "hf_WRITEsecret_0123456789abcdef"
 READ_TOKEN = "hf_READonly_fedcba9876543210"
@@ -214,16 +215,9 @@ def _handler(state: HubState):
 def fake_hub() -> Iterator[HubState]:
     """Run the fake Hub on 127.0.0.1 for the block; ``state.base`` is its endpoint."""
     state = HubState()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    state.base = f"http://127.0.0.1:{httpd.server_port}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(state)) as base:
+        state.base = base
         yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def allow_hub_requests(monkeypatch, xet: bool = False) -> None:

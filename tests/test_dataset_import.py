@@ -6,7 +6,6 @@ import http.server
 import json
 import stat
 import sys
-import threading
 import urllib.parse
 import zipfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from core.datasets.naming import parse_subset_folder, sanitize_name, subset_fold
 from core.datasets.remote import import_hf_dataset, import_url, parse_hf_dataset_url, redact_url
 from core.errors import CoreError
 from core.paths import ProjectPaths
+from tests.loopback import serving
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -211,15 +211,8 @@ def serve(answer) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(Handler) as base:
+        yield base
 
 
 def static(routes: dict[str, bytes]):

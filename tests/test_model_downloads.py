@@ -6,15 +6,15 @@ import json
 import logging
 import os
 import stat
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from core.downloads.sources import CivitaiSource, HFSource, URLSource, parse_source
 from core.downloads.tokens import read_tokens, resolve_token, save_token
 from core.errors import CoreError
+from tests.loopback import hub_files_handler, serving
 from core.models import download_model, load_presets, main
 
 TOKEN = "civ-SECRET-token-7f3a9"
@@ -110,15 +110,8 @@ def _handler(state: Behaviour):
 @pytest.fixture
 def server():
     state = Behaviour()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    env = {"CIVITAI_API_BASE": f"http://127.0.0.1:{httpd.server_port}", "CIVITAI_TOKEN": TOKEN}
-    yield state, env
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    with serving(_handler(state)) as base:
+        yield state, {"CIVITAI_API_BASE": base, "CIVITAI_TOKEN": TOKEN}
 
 
 def _fast(**kwargs):
@@ -283,36 +276,7 @@ def test_hub_download_through_loopback_endpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     data = b"tiny-hub-file" * 700
     seen: list[tuple[str, str, str | None]] = []
-
-    class Hub(BaseHTTPRequestHandler):
-        timeout = 10
-
-        def log_message(self, *args):
-            pass
-
-        def do_HEAD(self):
-            self.do_GET(head=True)
-
-        def do_GET(self, head: bool = False):
-            seen.append((self.command, self.path, self.headers.get("Authorization")))
-            if self.path != "/o/r/resolve/main/sub/m.safetensors":
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                return self.end_headers()
-            # The headers huggingface_hub reads from a /resolve/ answer.
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", "a" * 40)
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        endpoint = f"http://127.0.0.1:{httpd.server_port}"
+    with serving(hub_files_handler({"/o/r/resolve/main/sub/m.safetensors": data}, seen)) as endpoint:
         env = {"HF_ENDPOINT": endpoint, "HF_TOKEN": "hf_SECRET_abc"}
         url = f"{endpoint}/o/r/blob/main/sub/m.safetensors"
         result = download_model(url, tmp_path, name="base", environ=env, progress=False)
@@ -325,7 +289,3 @@ def test_hub_download_through_loopback_endpoint(tmp_path, monkeypatch):
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert b"hf_SECRET_abc" not in path.read_bytes(), path
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)

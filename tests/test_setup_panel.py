@@ -2,14 +2,11 @@
 (tokens typed into Password fields must vanish everywhere), and "check my setup" run for real."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import stat
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import ipywidgets as w
@@ -17,6 +14,7 @@ import pytest
 from safetensors import safe_open
 
 from core.paths import ProjectPaths
+from tests.loopback import hub_files_handler, serving
 from tests.test_model_downloads import PAYLOAD, TOKEN, Behaviour, _handler
 from widgets.context import BASE_MODEL, NotebookContext
 from widgets.setup_panel import SetupPanel, warnings_html
@@ -62,14 +60,8 @@ def clean_env(monkeypatch, tmp_path):
 def civitai_server():
     """The Civitai API and file host imitation of tests/test_model_downloads.py, on 127.0.0.1."""
     state = Behaviour()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state, f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    with serving(_handler(state)) as base:
+        yield state, base
 
 
 @pytest.fixture
@@ -79,40 +71,10 @@ def loopback_hub(tiny_sd15, monkeypatch, clean_env):
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)  # conftest makes the suite offline
     files = {SD15_PATH: tiny_sd15.single_file.read_bytes(), VAE_PATH: b"tiny vae bytes" * 300}
-    seen: list[tuple[str, str | None]] = []
-
-    class Hub(BaseHTTPRequestHandler):
-        timeout = 10
-
-        def log_message(self, *args):
-            pass
-
-        def do_HEAD(self):
-            self.do_GET(head=True)
-
-        def do_GET(self, head: bool = False):
-            seen.append((self.path, self.headers.get("Authorization")))
-            data = files.get(self.path)
-            if data is None:
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                return self.end_headers()
-            self.send_response(200)
-            self.send_header("X-Repo-Commit", "b" * 40)
-            self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{httpd.server_port}")
-    yield files, seen
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    seen: list[tuple[str, str, str | None]] = []
+    with serving(hub_files_handler(files, seen, commit="b" * 40)) as endpoint:
+        monkeypatch.setenv("HF_ENDPOINT", endpoint)
+        yield files, seen
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has a GPU")
@@ -152,7 +114,7 @@ def test_preset_download_through_the_panel_sets_the_base_model_and_forgets_the_t
     assert context.get(BASE_MODEL) == saved and heard == [saved]
     result = panel.download_result.value
     assert "Type: SD1.5" in result and "v-prediction: no" in result and "follow from this choice" in result
-    assert (SD15_PATH, f"Bearer {HF_SECRET}") in seen  # the token did its job
+    assert ("GET", SD15_PATH, f"Bearer {HF_SECRET}") in seen  # the token did its job
     assert panel.messages.text == ""
     _assert_secret_gone(panel, context, HF_SECRET, tmp_path)
     assert not clean_env.exists()  # "remember" was not ticked

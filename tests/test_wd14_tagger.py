@@ -11,7 +11,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -31,6 +30,7 @@ from custom.wd14.postprocess import TagRules, parse_tag_replacement
 from custom.wd14.preprocess import prepare_image
 from tests.fixtures.images import ImageSet
 from tests.fixtures.tagger import TinyTagger, reference_scores
+from tests.loopback import serving
 from trainer.data.images import load_image_rgb
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -399,16 +399,8 @@ class _FakeHub(http.server.BaseHTTPRequestHandler):
 def fake_hub(tiny_tagger: TinyTagger) -> Iterator[tuple[str, list[tuple[str, str]]]]:
     handler = type("Hub", (_FakeHub,), {"requests": [], "files": {
         "model.onnx": tiny_tagger.model_path.read_bytes(), "selected_tags.csv": tiny_tagger.tags_csv.read_bytes()}})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.timeout = 5
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler.requests
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(handler) as base:
+        yield base, handler.requests
 
 
 def _gets(requests: list[tuple[str, str]]) -> Counter:
