@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from custom.captioners.files import ExistingPolicy  # noqa: E402
-from custom.errors import CustomError  # noqa: E402
+from custom.errors import CustomError, report_cli_error  # noqa: E402
 from custom.wd14.model import DEFAULT_REPO, KNOWN_REPOS  # noqa: E402
 from custom.wd14.pipeline import TaggerOptions, TaggingReport, tag_images  # noqa: E402
 from custom.wd14.postprocess import (  # noqa: E402
@@ -144,20 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.update(done - bar.n)
 
         report = tag_images(options, log=lambda text: print(text, flush=True), progress=progress)
-    except CustomError as problem:
-        if args.debug:
-            raise
-        print(f"Error: {problem}", file=sys.stderr)
-        return 1
-    except Exception as problem:  # noqa: BLE001 - a bug: one line for the user, the traceback with --debug
-        if args.debug:
-            raise
-        print(f"Unexpected error: {type(problem).__name__}: {problem}\n"
-              "  What to do: this looks like a bug; run again with --debug and report the traceback.", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("Stopped. Captions written so far are complete; the rest were not touched.", file=sys.stderr)
         return 130
+    except Exception as problem:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        return report_cli_error(problem, args.debug)
     finally:
         if bar is not None:
             bar.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 from custom.captioners.base import Captioner, CaptionRunOptions, caption_folder
 from custom.captioners.blip import DEFAULT_BLIP, BlipSettings
 from custom.captioners.files import ExistingPolicy, list_images
-from custom.errors import CustomError
+from custom.errors import report_cli_error
 
 
 def _blip(args: argparse.Namespace) -> Captioner:
@@ -64,20 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         captioner = BUILDERS[args.captioner](args)
         print(f"Captioning with {captioner.name}", flush=True)
         report = caption_folder(captioner, options, log=lambda text: print(text, flush=True))
-    except CustomError as problem:
-        if args.debug:
-            raise
-        print(f"Error: {problem}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("Stopped. Captions written so far are complete; the rest were not touched.", file=sys.stderr)
         return 130
-    except Exception as problem:  # noqa: BLE001 - a bug: one line for the user, the traceback with --debug
-        if args.debug:
-            raise
-        print(f"Unexpected error: {type(problem).__name__}: {problem}\n"
-              "  What to do: this looks like a bug; run again with --debug and report the traceback.", file=sys.stderr)
-        return 1
+    except Exception as problem:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        return report_cli_error(problem, args.debug)
     print(f"Wrote {len(report.written)} caption file(s) for {report.images_found} image(s) found.")
     if report.broken:
         print(f"Skipped {len(report.broken)} unreadable image(s): " + ", ".join(str(p) for p, _ in report.broken))
