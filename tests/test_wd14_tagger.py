@@ -454,3 +454,11 @@ def test_model_dir_download_is_reused(fake_hub, tmp_path: Path, monkeypatch: pyt
     assert replace(again, source="downloaded") == first and again.source == "folder" and requests == []
     forced = resolve_model_files(REPO, tmp_path / "models", force_download=True, endpoint=endpoint)
     assert forced.model.read_bytes() == first.model.read_bytes() and _gets(requests)["model.onnx"] == 1
+
+
+def test_command_line_reports_a_bad_folder_without_a_traceback(tmp_path: Path, capsys) -> None:
+    from custom.tag_images_by_wd14_tagger import main
+
+    assert main([str(tmp_path / "no_such_folder"), "--onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error:") and "no_such_folder" in err and "Traceback" not in err
