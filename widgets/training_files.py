@@ -66,6 +66,7 @@ class TrainingFileActions:
             for field in self.fields.values():
                 field.set_value(None)
             self._set_values(result.form.values)
+            self._network_batch_edited = True  # the type is what the file's network settings spell
             self.repeats.set_value(result.form.repeats)
             self.project.value = result.form.project  # after the dataset: the loaded name wins over the folder's
             self.folder_settings.replace(result.form.subset_overrides)

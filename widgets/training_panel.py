@@ -35,6 +35,7 @@ from widgets.base import Panel, button, labelled
 from widgets.context import BASE_MODEL, DATASET_FOLDER, PROJECT_NAME, NotebookContext
 from widgets.training_fields import OptionField
 from widgets.training_files import NO_PRESET, TrainingFileActions
+from widgets.training_network import NETWORK_FIELDS, SIZE_FIELDS, NetworkTypeFields, NetworkTypeSync
 from widgets.training_views import FolderSettings, finding_row, preview_html, steps_html
 
 OTHER_MODEL = ""
@@ -44,9 +45,10 @@ _FOLDER_KEYS = ("image_dir", "num_repeats", "class_tokens", "is_reg")
 _BASIC = frozenset(o.name for o in OPTIONS if o.level == "basic")
 
 
-class TrainingPanel(TrainingFileActions, Panel):
+class TrainingPanel(NetworkTypeSync, TrainingFileActions, Panel):
     """Configure a LoRA run. Widgets tests drive: ``project``, ``base_model``, ``preset``,
     ``apply_preset_button``, ``reset_button``, ``fields`` (option name -> OptionField), ``repeats``,
+    ``network`` (the basic Network type: ``type``, ``conv_dim``, ``conv_alpha``),
     ``advanced``, ``fix_buttons``, ``config_name``, ``overwrite``, ``save_button``, ``load_choice``,
     ``load_button``, ``import_path``, ``import_button``, ``start_button``, ``steps_html``,
     ``findings_box``, ``preview_toggle``, ``preview``."""
@@ -104,8 +106,12 @@ class TrainingPanel(TrainingFileActions, Panel):
                 self._field(option.name)
         # Repeats is the form's, not the trainer's: num_repeats of every N_name folder for this run.
         self.repeats = OptionField(REPEATS, self.has_cuda, lambda: self._edited(REPEATS.name))
+        # The Network type (plain words) stands in basic mode where network_module would be; it writes
+        # network_module and network_args, which advanced mode shows as they are.
+        self.network = NetworkTypeFields(self.has_cuda, self._network_edited)
         basic_names = [o.name for o in OPTIONS if o.level == "basic" and o.name not in _TOP]
-        self.basic_box = w.VBox([self.fields[name].box for name in basic_names])
+        self.basic_box = w.VBox([self.network.box if name == "network_module" else self.fields[name].box
+                                 for name in basic_names])
         self.advanced = w.ToggleButton(value=False, description="Advanced mode", icon="sliders",
                                        tooltip="Every option of the trainer, grouped, with explanations")
         self.advanced_box = w.VBox(layout=w.Layout(display="none"))
@@ -212,6 +218,8 @@ class TrainingPanel(TrainingFileActions, Panel):
         try:
             yield
         finally:
+            if self._quiet == 1:
+                self._network_after_batch()  # still quiet: its changes join this batch
             self._quiet -= 1
             if not self._quiet:
                 self._refresh()
@@ -223,6 +231,10 @@ class TrainingPanel(TrainingFileActions, Panel):
     def _edited(self, name: str) -> None:
         """A widget changed. Outside a batch that is the user's own edit: the form is then touched
         (the model and dataset paths excepted: presets never set them)."""
+        if self._network_syncing:
+            return  # the Network type writing its fields: the change that made it refreshes
+        if name in NETWORK_FIELDS + SIZE_FIELDS:
+            self._network_option_edited(name)
         if not self._quiet and name not in _TOP:
             self._touched = True
         self._changed()
@@ -370,8 +382,10 @@ class TrainingPanel(TrainingFileActions, Panel):
             self.preset_info.value = ""
             return
         preset = self.presets[key]
-        self._set_values(preset.values)
-        self.preset_info.value = f'<span class="lora-muted">{html.escape(preset.description)}</span>'
+        with self._batch():
+            self._set_values(preset.values)
+            kept = self._preset_network(preset.network_type)
+        self.preset_info.value = f'<span class="lora-muted">{html.escape(preset.description + kept)}</span>'
 
     def reset_settings(self) -> None:
         """Every setting back to the table's default (project, model and dataset stay); the form is
@@ -381,6 +395,7 @@ class TrainingPanel(TrainingFileActions, Panel):
                 if name not in _TOP:
                     field.set_value(None)
             self.repeats.set_value(None)
+            self._reset_network()
             self.folder_settings.replace({})
             self._set_preset(NO_PRESET)
             self._touched = False
@@ -413,7 +428,8 @@ class TrainingPanel(TrainingFileActions, Panel):
         """The form as the widgets show it now."""
         values = {name: field.value() for name, field in self.fields.items()}
         overrides = {k: dict(v) for k, v in self.folder_settings.overrides.items() if v}
-        return TrainingForm(self.project.value.strip(), values, overrides, self.repeats.value())
+        return TrainingForm(self.project.value.strip(), values, overrides, self.repeats.value(), self.network.key,
+                            self.network.conv_dim.value(), self.network.conv_alpha.value())
 
     def _facts(self) -> ModelFacts:
         model = self._models.get(str(self._value("pretrained_model_name_or_path")))

@@ -6,7 +6,7 @@ Run side: ``start_run`` launches the trainer as a subprocess and returns a ``Run
 
 Config side: ``TrainingForm`` -> ``plan_config`` (checked values, exact TOML text) -> ``save_config`` /
 ``write_run_config``; ``live_checks`` (steps with the formula, findings with fixes); presets,
-imports (sd-scripts TOML, kohya_ss JSON) and the base models found on disk.
+imports (sd-scripts TOML, kohya_ss JSON), the beginner's network types and the base models found on disk.
 """
 from core.training.follow_events import EventFollower
 from core.training.run_monitor import RunMonitor
@@ -20,6 +20,7 @@ from core.training.checks import ERROR, INFO, WARNING, CheckReport, Finding, Mod
 from core.training.config_reader import ReadResult, import_sd_scripts_toml, read_training_toml
 from core.training.form import ConfigPlan, TrainingForm, check_value, plan_config, repeat_folders, write_plan
 from core.training.kohya_json import import_kohya_json
+from core.training.network_types import NETWORK_TYPES, NetworkChoice, NetworkType, detect_network_type
 from core.training.presets import TrainingPreset, load_training_presets, suggest_preset
 from core.training.steps import FolderCount, StepEstimate, count_images, estimate_steps
 from core.training.store import SavedConfig, list_configs, list_projects, load_config, save_config, write_run_config
@@ -38,6 +39,7 @@ __all__ = [
     "start_run",
     # config side
     "BaseModel", "CheckReport", "ConfigPlan", "ERROR", "Finding", "FolderCount", "INFO", "ModelFacts", "ReadResult",
+    "NETWORK_TYPES", "NetworkChoice", "NetworkType", "detect_network_type",
     "SavedConfig", "StepEstimate", "TrainingForm", "TrainingPreset", "WARNING", "check_value", "count_images",
     "describe_model", "estimate_steps", "find_base_models", "import_kohya_json", "import_sd_scripts_toml",
     "list_configs", "list_projects", "live_checks", "load_config", "load_training_presets", "plan_config",

@@ -14,7 +14,10 @@ from typing import Any
 
 from core.errors import CoreError
 from core.paths import ProjectPaths
-from core.training.form import ConfigPlan, TrainingForm, check_project_name, check_value, form_repeats, plan_config
+from core.training.form import (
+    ConfigPlan, TrainingForm, check_project_name, check_value, form_network_choice, form_repeats, plan_config,
+)
+from core.training.network_types import CUSTOM, NETWORK_TYPES, network_type_of
 from core.training.steps import StepEstimate, estimate_steps, folders_of
 from trainer.errors import TrainerError
 from trainer.options import BY_NAME, NOT_IMPLEMENTED
@@ -146,6 +149,33 @@ def _network(values: dict[str, Any]) -> list[Finding]:
     return found
 
 
+def _network_type(form: TrainingForm, values: dict[str, Any]) -> list[Finding]:
+    """The usual sizes of the chosen network type (or, with no type set, of the one the values
+    spell): LoHa and LoKr want much smaller dims than LoRA."""
+    try:
+        choice = form_network_choice(form)
+    except CoreError:
+        return []  # reported by _form_settings
+    if choice is None and form.network_type != CUSTOM:
+        choice = network_type_of(values)
+    if choice is None:
+        return []
+    kind = NETWORK_TYPES[choice.key]
+    dim = values.get("network_dim", BY_NAME["network_dim"].default)
+    low, high = kind.typical
+    found = []
+    if not low <= dim <= high:
+        size, alpha = kind.suggested
+        found.append(Finding(WARNING if dim > high else INFO, ("network_dim", "network_alpha"),
+                             f"{kind.label}: network size {dim} is {'above' if dim > high else 'below'} the usual "
+                             f"{low}-{high}.", kind.advice, {"network_dim": size, "network_alpha": alpha}))
+    if kind.uses_conv and choice.conv_dim and choice.conv_dim > dim:
+        found.append(Finding(INFO, ("network_dim",), f"{kind.label}: conv layers size {choice.conv_dim} is above the "
+                             f"network size {dim}.", "The convolutions usually need less than the attention "
+                             "layers. " + kind.advice))
+    return found
+
+
 def _model_fit(values: dict[str, Any], facts: ModelFacts) -> list[Finding]:
     found = []
     if facts.v_prediction and not values.get("v_parameterization"):
@@ -244,12 +274,15 @@ def _names(form: TrainingForm, name: str | None) -> list[Finding]:
     return found
 
 
-def _repeats(form: TrainingForm) -> list[Finding]:
-    try:
-        form_repeats(form)
-    except CoreError as problem:
-        return [Finding(ERROR, (), problem.message, problem.hint)]
-    return []
+def _form_settings(form: TrainingForm) -> list[Finding]:
+    """The form's own settings (Repeats, Network type and its conv fields), checked."""
+    found = []
+    for check in (form_repeats, form_network_choice):
+        try:
+            check(form)
+        except CoreError as problem:
+            found.append(Finding(ERROR, (), problem.message, problem.hint))
+    return found
 
 
 def live_checks(form: TrainingForm, paths: ProjectPaths, facts: ModelFacts | None = None,
@@ -258,7 +291,7 @@ def live_checks(form: TrainingForm, paths: ProjectPaths, facts: ModelFacts | Non
     the files would be saved as (default: the project name), so the plan is exactly what Save writes."""
     facts = facts or ModelFacts()
     values, findings = _typed_values(form, paths)
-    findings += _names(form, name) + _repeats(form)
+    findings += _names(form, name) + _form_settings(form)
     if not values.get("pretrained_model_name_or_path"):
         findings.append(Finding(ERROR, ("pretrained_model_name_or_path",), "No base model chosen.",
                                 "Pick a downloaded model (setup panel) or paste a model path."))
@@ -287,6 +320,7 @@ def live_checks(form: TrainingForm, paths: ProjectPaths, facts: ModelFacts | Non
         findings += _length(steps)
     if include_rules and plan is not None:
         findings += _rules(plan)
-    findings += _learning_rate(values) + _network(values) + _model_fit(values, facts) + _machine(values, facts)
+    findings += _learning_rate(values) + _network(values) + _network_type(form, values)
+    findings += _model_fit(values, facts) + _machine(values, facts)
     findings += _recommendations(values)
     return CheckReport(steps, tuple(findings), plan)

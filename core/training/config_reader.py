@@ -15,6 +15,7 @@ from core.errors import CoreError
 from core.training.form import (
     DATASET_ONLY, IMAGE_DIR_SETTINGS, TrainingForm, as_core_error, check_value, repeat_folders,
 )
+from core.training.network_types import CUSTOM, network_type_of
 from trainer.config import flatten_sections, read_toml
 from trainer.errors import TrainerError
 from trainer.options import BY_NAME, IGNORED_OPTIONS, SECRET_KEYS, SUBSET, TRAIN
@@ -60,11 +61,21 @@ def read_training_toml(path: str | Path, project: str | None = None) -> ReadResu
     except TrainerError as problem:
         raise as_core_error(problem) from None
     values, warnings = values_from_mapping(flat, path.parent, str(path))
-    form = TrainingForm(project or _project_from(values, path), values)
+    form = with_network_type_read(TrainingForm(project or _project_from(values, path), values))
     result = ReadResult(form, warnings, [path])
     if values.get("dataset_config"):
         _fold_dataset_config(result, Path(values["dataset_config"]))
     return result
+
+
+def with_network_type_read(form: TrainingForm) -> TrainingForm:
+    """Set the form's network type (and conv settings) to what its network_module and network_args
+    were written as; "custom" when no type writes exactly those."""
+    choice = network_type_of(form.values)
+    form.network_type = choice.key if choice else CUSTOM
+    form.conv_dim = choice.conv_dim if choice else None
+    form.conv_alpha = choice.conv_alpha if choice else None
+    return form
 
 
 def _project_from(values: dict[str, Any], path: Path) -> str:

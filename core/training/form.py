@@ -15,6 +15,7 @@ from typing import Any
 from core.datasets.naming import project_name
 from core.errors import CoreError
 from core.paths import ProjectPaths
+from core.training.network_types import NetworkChoice, form_network, with_network_type
 from core.training.toml_text import dataset_text, sections_text
 from trainer.config import resolve_path_value
 from trainer.errors import TrainerError
@@ -48,13 +49,19 @@ class TrainingForm:
     ``subset_overrides`` maps an ``N_name`` folder's name (in ``train_data_dir`` or
     ``reg_data_dir``) to subset options for that folder only (e.g. ``{"5_style": {"flip_aug": True}}``).
     ``repeats`` (None: the folder names' numbers) overrides the repeats of every ``N_name`` folder
-    of ``train_data_dir`` for this run.
+    of ``train_data_dir`` for this run. ``network_type`` (a key of
+    :data:`core.training.network_types.NETWORK_TYPES`; None or "custom": ``values`` decide) writes
+    ``network_module`` and ``network_args``, with ``conv_dim``/``conv_alpha`` for the types that
+    train the conv layers (None: the network's dim / alpha).
     """
 
     project: str
     values: dict[str, Any] = field(default_factory=dict)
     subset_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     repeats: int | None = None
+    network_type: str | None = None
+    conv_dim: int | None = None
+    conv_alpha: float | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,16 @@ def form_repeats(form: TrainingForm) -> int | None:
         return REPEATS.coerce(form.repeats, "the Repeats setting")
     except TrainerError as problem:
         raise as_core_error(problem) from None
+
+
+def form_network_choice(form: TrainingForm) -> NetworkChoice | None:
+    """The form's network type, checked (None: not set, or Custom)."""
+    return form_network(form.network_type, form.conv_dim, form.conv_alpha)
+
+
+def form_values(form: TrainingForm) -> dict[str, Any]:
+    """The form's option values with its network type written into network_module / network_args."""
+    return with_network_type(form.values, form_network_choice(form))
 
 
 def is_empty(value: Any) -> bool:
@@ -233,7 +250,7 @@ def plan_config(form: TrainingForm, paths: ProjectPaths, name: str | None = None
         raise CoreError(f"Config name {name!r} ends with {DATASET_SUFFIX}, which marks dataset configs.",
                         "Choose another name.")
     base = paths.work_dir
-    values = _with_project_defaults(checked_values(form.values, base), project, paths)
+    values = _with_project_defaults(checked_values(form_values(form), base), project, paths)
     folder = paths.training_configs / project
     training_path = folder / f"{name}.toml"
     if values.get("dataset_config"):

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CoreError
-from core.training.config_reader import ReadResult
+from core.training.config_reader import ReadResult, with_network_type_read
 from core.training.form import TrainingForm, check_value, is_empty
 from trainer.options import SECRET_KEYS
 
@@ -219,4 +219,4 @@ def import_kohya_json(path: str | Path, project: str | None = None) -> ReadResul
                             f"{', '.join(empty)}.")
     name = project or "".join(ch if ch.isalnum() or ch in "._-" else "_"
                               for ch in str(job.values.get("output_name") or path.stem)).strip("._-") or "my_lora"
-    return ReadResult(TrainingForm(name, job.values), job.warnings, [path])
+    return ReadResult(with_network_type_read(TrainingForm(name, job.values)), job.warnings, [path])

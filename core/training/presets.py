@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import CoreError
+from core.training.network_types import NETWORK_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +42,7 @@ class TrainingPreset:
     description: str
     values: dict[str, Any] = field(default_factory=dict)
     model_presets: tuple[str, ...] = ()
+    network_type: str | None = None  # a key of core.training.network_types.NETWORK_TYPES; None: keep the form's
 
 
 def load_training_presets(path: Path = TRAINING_PRESETS_FILE) -> dict[str, TrainingPreset]:
@@ -56,11 +58,14 @@ def load_training_presets(path: Path = TRAINING_PRESETS_FILE) -> dict[str, Train
             presets[key] = TrainingPreset(
                 key=key, label=str(row["label"]), base=str(row["base"]), v_prediction=bool(row["v_prediction"]),
                 description=str(row.get("description", "")), values=dict(row.get("values", {})),
-                model_presets=tuple(row.get("model_presets", ())),
+                model_presets=tuple(row.get("model_presets", ())), network_type=row.get("network_type"),
             )
         except (KeyError, TypeError):
             raise CoreError(f"Preset [{key}] in {path} lacks label, base or v_prediction.",
                             "Add the missing field.") from None
+        if presets[key].network_type is not None and presets[key].network_type not in NETWORK_TYPES:
+            raise CoreError(f"Preset [{key}] in {path} has network_type = {presets[key].network_type!r}, which is "
+                            "not a network type.", "Use one of: " + ", ".join(NETWORK_TYPES) + ".")
     return presets
 
 
