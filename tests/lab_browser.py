@@ -34,6 +34,8 @@ LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
 }
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook tab on show
+THEME_PLUGIN = "@jupyterlab/apputils-extension:themes"
+LIGHT_THEME, DARK_THEME = "JupyterLab Light", "JupyterLab Dark"
 
 
 def find_chromium() -> str:
@@ -121,6 +123,26 @@ def lab_server(scratch: Path, env: Mapping[str, str] | None = None, timeout: flo
 
 
 @contextmanager
+def set_theme(server: LabServer, theme: str) -> None:
+    """Store ``theme`` in JupyterLab's user settings (as Settings > Theme does); pages loaded next use it."""
+    import urllib.request
+
+    body = json.dumps({"raw": json.dumps({"theme": theme})}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/lab/api/settings/{THEME_PLUGIN}",
+                                     data=body, method="PUT",
+                                     headers={"Authorization": f"token {server.token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        if answer.status not in (200, 204):
+            raise RuntimeError(f"JupyterLab refused the theme setting: HTTP {answer.status}")
+
+
+def shown_theme(page: Any) -> str:
+    """The theme the page has applied (JupyterLab marks it on <body>)."""
+    return page.evaluate("() => document.body.dataset.jpThemeName || ''")
+
+
+@contextmanager
 def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
     """A Playwright page in the headless system Chromium; browser console errors are kept in ``page.errors``."""
     from playwright.sync_api import sync_playwright
@@ -156,11 +178,12 @@ def panel_titles(page: Any) -> list[str]:
     return page.eval_on_selector_all(f"{PANEL} .lora-panel h3", "nodes => nodes.map(n => n.innerText.trim())")
 
 
-def run_notebook(page: Any, server: LabServer, name: str, titles: list[str], timeout_s: float = 90) -> float:
+def run_notebook(page: Any, server: LabServer, name: str, titles: list[str], timeout_s: float = 90,
+                 workspace: str = "") -> float:
     """Open ``name``, run all its cells and wait until a panel with each title is drawn; returns seconds from
-    Run All to the last panel drawn."""
+    Run All to the last panel drawn. ``workspace`` names the JupyterLab workspace (default: the notebook's)."""
     # A workspace of its own per notebook: the page shows this notebook only, not the last one restored.
-    workspace = Path(name).stem.lower().replace("_", "-")
+    workspace = workspace or Path(name).stem.lower().replace("_", "-")
     page.goto(server.url(f"/lab/workspaces/{workspace}/tree/{name}"), wait_until="domcontentloaded")
     page.wait_for_selector(f"{PANEL} .jp-Notebook .jp-Cell", timeout=timeout_s * 1000)
     wait_for_idle_kernel(page, timeout_s * 1000)

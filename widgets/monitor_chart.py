@@ -1,8 +1,9 @@
 """The live loss chart as PNG bytes (matplotlib's Agg canvas, imported only when a chart is drawn).
 
 No pyplot: a Figure and its own canvas per drawing, so nothing global is touched from the
-monitor's background thread. The background is transparent and the text a mid grey, which
-reads on JupyterLab's light and dark themes alike.
+monitor's background thread. The chart is drawn on a white card with dark grey text (as the dataset
+charts are), so it reads the same in JupyterLab's light and dark themes: no grey passes WCAG's 4.5:1
+against both a white and a near-black page.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from collections.abc import Sequence
 
 from core.training.run_progress import LossPoint
 
-TEXT_GREY = "#8a8a8a"
+TEXT_GREY = "#444444"
+CARD = "white"
 LOSS_COLOUR = "#64b5f6"
 AVERAGE_COLOUR = "#1e88e5"
 VALIDATION_COLOUR = "#fb8c00"
@@ -26,9 +28,9 @@ def loss_chart_png(losses: Sequence[LossPoint], validation: Sequence[tuple[int, 
 
     figure = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(figure)
-    figure.patch.set_alpha(0)
+    figure.patch.set_facecolor(CARD)
     axes = figure.add_subplot(1, 1, 1)
-    axes.set_facecolor("none")
+    axes.set_facecolor(CARD)
     finite = [point for point in losses if math.isfinite(point.loss)]
     if finite:
         axes.plot([p.step for p in finite], [p.loss for p in finite], color=LOSS_COLOUR, linewidth=0.8,
@@ -56,5 +58,5 @@ def loss_chart_png(losses: Sequence[LossPoint], validation: Sequence[tuple[int, 
             text.set_color(TEXT_GREY)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", transparent=True)
+    figure.savefig(buffer, format="png", facecolor=CARD)
     return buffer.getvalue()

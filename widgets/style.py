@@ -2,6 +2,9 @@
 
 Colours come from JupyterLab's own theme variables, so the panels read well in the light and
 the dark theme alike; the fallbacks after each variable serve the classic notebook and VS Code.
+Message boxes are tinted with a translucent colour laid over the page rather than with the theme's
+``--jp-*-color3``: those are pale pastels in both themes, under which the dark theme's white text
+could not be read. ``tests/test_browser.py`` measures the contrast of every text in both themes.
 """
 from __future__ import annotations
 
@@ -19,11 +22,20 @@ CSS = """
 .lora-section { margin: 6px 0 10px 0; }
 .lora-muted { color: var(--jp-ui-font-color2, #666); font-size: 0.92em; }
 .lora-msg { padding: 4px 8px; border-radius: 4px; margin: 3px 0; border-left: 4px solid; }
-.lora-ok { border-color: var(--jp-success-color1, #388e3c); background: var(--jp-success-color3, rgba(56,142,60,.12)); }
-.lora-info { border-color: var(--jp-info-color1, #0288d1); background: var(--jp-info-color3, rgba(2,136,209,.10)); }
-.lora-warning { border-color: var(--jp-warn-color1, #f57c00); background: var(--jp-warn-color3, rgba(245,124,0,.12)); }
-.lora-error { border-color: var(--jp-error-color1, #d32f2f); background: var(--jp-error-color3, rgba(211,47,47,.12)); }
-.lora-hint { display: block; color: var(--jp-ui-font-color2, #555); margin-top: 2px; }
+.lora-ok { border-color: var(--jp-success-color1, #388e3c); background: rgba(56,142,60,.12); }
+.lora-info { border-color: var(--jp-info-color1, #0288d1); background: rgba(2,136,209,.10); }
+.lora-warning { border-color: var(--jp-warn-color1, #f57c00); background: rgba(245,124,0,.12); }
+.lora-error { border-color: var(--jp-error-color1, #d32f2f); background: rgba(211,47,47,.12); }
+.lora-hint { display: block; margin-top: 2px; }
+/* ipywidgets draws the tabs not on show and closed accordion groups in --jp-ui-font-color2 on a grey:
+   under 4.5:1 in both themes. */
+.lora-panel .jupyter-widgets.jupyter-widget-tab > .lm-TabBar .lm-TabBar-tab:not(.lm-mod-current),
+.lora-panel .jupyter-widget-Collapse-header { color: var(--jp-ui-font-color1, #222); }
+/* Light theme: ipywidgets' white text on its orange, cyan and green buttons is 2.7-4.1:1; dark text
+   reads (as the dark theme already does it). */
+body[data-jp-theme-light="true"] .lora-panel .jupyter-button.mod-warning,
+body[data-jp-theme-light="true"] .lora-panel .jupyter-button.mod-info,
+body[data-jp-theme-light="true"] .lora-panel .jupyter-button.mod-success { color: var(--jp-ui-font-color0, #000); }
 .lora-help { color: var(--jp-ui-font-color1, #222); background: var(--jp-layout-color2, #f4f4f4);
   padding: 6px 10px; border-radius: 4px; }
 .lora-mono { font-family: var(--jp-code-font-family, monospace); white-space: pre; overflow-x: auto; }
