@@ -8,7 +8,6 @@ SD1.5 model must write a file diffusers loads as an ordinary LoCon.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,16 +24,6 @@ from trainer.config import load_training_config
 from trainer.errors import TrainerError
 from trainer.networks.dylora import DyLoRAModule, parse_dylora_args
 from trainer.options.rules import check_config
-
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these tiny models gain nothing from more, and colleagues share the two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def prefix_lora(module: DyLoRAModule, x: torch.Tensor, rank: int) -> torch.Tensor:

@@ -42,15 +42,6 @@ from trainer.networks.lycoris_presets import load_preset, preset_from_dict
 from trainer.session import prepare_session
 
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: these tiny models gain nothing from more, and colleagues share the two cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 CORE_ALGOS = ("locon", "loha", "lokr", "ia3", "glora", "diag-oft", "boft", "full")
 # (algo, extra network_args) trained on SD1.5 only: the variants that change the file's tensors.
 VARIANTS = (

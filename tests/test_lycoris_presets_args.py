@@ -16,7 +16,7 @@ from tests.fixtures.sd_models import TinyModel
 from tests.test_lora_network import (
     TE_PREFIXES, expected_te_stems, expected_unet_stems, load_pipe, text_encoders, unet_key_for,
 )
-from tests.test_lycoris_networks import members_by_stem, one_thread, run  # noqa: F401 - one_thread: autouse fixture
+from tests.test_lycoris_networks import members_by_stem, run
 from tests.test_train_end_to_end import load_tensors
 from trainer.config import load_training_config
 from trainer.errors import TrainerError
